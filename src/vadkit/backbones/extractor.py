@@ -1,0 +1,187 @@
+"""Frozen, truncated feature extractors: ``FeatureExtractor("mobilenet_v2")(x) -> {layer: feature map}``.
+
+The backbone forward pass is the physical floor of most VAD methods (DESIGN.md, "Performance rules"), so
+the extractor runs *only* the network up to the deepest requested layer, never the rest:
+
+* torchvision backbones are traced with ``torchvision.models.feature_extraction.create_feature_extractor``
+  (torch.fx); dead-code elimination drops every node (and its parameters) after the requested layers.
+* timm backbones are wrapped in timm's ``FeatureGetterNet``, which calls the model's
+  ``forward_intermediates`` after ``prune_intermediate_layers`` cut the blocks (and norm/head) after the
+  deepest requested index; it also returns NCHW maps for transformers (ViT tokens reshaped, prefix tokens
+  dropped; Swin NHWC permuted). Models without ``forward_intermediates`` fall back to timm's
+  ``FeatureListNet``, which copies modules only up to the last requested one. (timm's own
+  ``features_only=True`` is not used: for EfficientNets it builds ``EfficientNetFeatures``, which runs
+  every block whatever ``out_indices`` says, and loads weights with ``strict=False``.)
+
+Weights are loaded into the *full* architecture with ``strict=True`` before truncation, so a wrong file
+fails loudly instead of leaving random layers. The extractor is always in eval mode (BatchNorm uses its
+ImageNet statistics even when a parent module is put in ``train()``, as a teacher network must) and its
+parameters never require gradients, so no autograd graph is built unless the *input* requires grad;
+call it under ``torch.inference_mode()`` for the fastest path.
+
+Memory format: see :meth:`FeatureExtractor.to_channels_last` and ``benchmarks/backbone_floor.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from vadkit.backbones.registry import BackboneSpec, get_spec
+from vadkit.backbones.weights import resolve_weights
+from vadkit.errors import WeightsNotFoundError
+
+# Measured by benchmarks/backbone_floor.py (see BENCHMARKS.md): channels-last is faster on CPU for every
+# batch size and both backbones measured, so it is the default.
+DEFAULT_CHANNELS_LAST = True
+
+
+class FeatureExtractor(nn.Module):
+    """A pretrained backbone cut after its deepest requested layer; returns the requested feature maps.
+
+    Args:
+        backbone: a name from :func:`vadkit.backbones.list_backbones`, ``"timm:<model>"``, or a timm name.
+        layers: layer names (see the backbone's :class:`BackboneSpec`); ``None`` = its ``default_layers``.
+        weights: an explicit weights file (a state dict in the architecture's key names), loaded even when
+            ``pretrained=False``; otherwise weights are resolved offline-first
+            (:func:`vadkit.backbones.resolve_weights`).
+        pretrained: ``False`` (and no ``weights``) keeps the random initialisation, for tests and training
+            from scratch; ``weights_source`` then says so.
+        channels_last: memory format of the network; ``None`` uses the measured-fastest default.
+
+    Attributes:
+        name, layers, channels, strides, mean, std, weights_source, spec.
+
+    Call with ``x`` of shape ``(B, 3, H, W)``, float, already normalised with ``mean``/``std``. Returns
+    ``{layer: (B, channels[layer], ~H / strides[layer], ~W / strides[layer])}`` in the order of ``layers``
+    (exactly ``H / stride`` when ``H`` is a multiple of the stride, for the built-in backbones).
+
+    Raises:
+        ValueError: unknown backbone or layer (the message lists the valid names).
+        WeightsNotFoundError: no pretrained weights found, or they do not fit the architecture.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        layers: Sequence[str] | None = None,
+        weights: str | Path | None = None,
+        pretrained: bool = True,
+        *,
+        channels_last: bool | None = None,
+    ) -> None:
+        super().__init__()
+        spec = get_spec(backbone)
+        self.spec = spec
+        self.name = spec.name
+        self.layers = _check_layers(spec, layers)
+        self.channels = {layer: spec.channels[layer] for layer in self.layers}
+        self.strides = {layer: spec.layers[layer] for layer in self.layers}
+        self.mean, self.std = spec.mean, spec.std
+        model = spec.build()
+        self.weights_source = _load_weights(model, spec, weights, pretrained)
+        self.body = _truncate(model, spec, self.layers)
+        self._depth_order = tuple(layer for layer in spec.layers if layer in self.layers)
+        self.body.requires_grad_(False)
+        self.memory_format = torch.contiguous_format
+        if DEFAULT_CHANNELS_LAST if channels_last is None else channels_last:
+            self.to_channels_last()
+        self.train(False)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"{self.name} expects a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
+        out = self._run(x.contiguous(memory_format=self.memory_format))
+        return {layer: out[layer] for layer in self.layers}
+
+    def to_channels_last(self) -> FeatureExtractor:
+        """Run the network in channels-last (NHWC) memory format; inputs are converted on the fly.
+
+        Outputs are channels-last tensors too: use ``.reshape``, not ``.view``, on them (or
+        ``.contiguous()``).
+        """
+        self.body.to(memory_format=torch.channels_last)
+        self.memory_format = torch.channels_last
+        return self
+
+    def to_contiguous_format(self) -> FeatureExtractor:
+        """Back to the default NCHW memory format."""
+        self.body.to(memory_format=torch.contiguous_format)
+        self.memory_format = torch.contiguous_format
+        return self
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        """Always stays in eval mode: a frozen backbone must keep its BatchNorm statistics."""
+        return super().train(False)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, layers={self.layers}, weights_source={self.weights_source!r}"
+
+    def _run(self, x: Tensor) -> dict[str, Tensor]:
+        out = self.body(x)
+        if isinstance(out, dict):  # torchvision fx extractor
+            return out
+        return dict(zip(self._depth_order, out))  # timm: a list in depth order
+
+
+def create_extractor(
+    backbone: str,
+    layers: Sequence[str] | None = None,
+    weights: str | Path | None = None,
+    pretrained: bool = True,
+    **kwargs,
+) -> FeatureExtractor:
+    """Factory for :class:`FeatureExtractor` (same arguments)."""
+    return FeatureExtractor(backbone, layers, weights=weights, pretrained=pretrained, **kwargs)
+
+
+def _check_layers(spec: BackboneSpec, layers: Sequence[str] | None) -> tuple[str, ...]:
+    if layers is None:
+        return tuple(spec.default_layers)
+    if isinstance(layers, str):
+        layers = (layers,)
+    chosen = tuple(dict.fromkeys(layers))  # drop duplicates, keep order
+    unknown = [layer for layer in chosen if layer not in spec.layers]
+    if unknown or not chosen:
+        valid = ", ".join(f"{n} (stride {s})" for n, s in spec.layers.items())
+        raise ValueError(f"unknown layer(s) {unknown or list(layers)} for backbone {spec.name!r}; valid: {valid}")
+    return chosen
+
+
+def _load_weights(model: nn.Module, spec: BackboneSpec, weights: str | Path | None, pretrained: bool) -> str:
+    if weights is None and not pretrained:
+        return "random init (pretrained=False)"
+    state, source = resolve_weights(spec.name, weights)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise WeightsNotFoundError(
+            f"weights from {source} do not fit {spec.library} {spec.arch}: {str(err)[:800]}"
+        ) from err
+    return source
+
+
+def _truncate(model: nn.Module, spec: BackboneSpec, layers: tuple[str, ...]) -> nn.Module:
+    if spec.library == "torchvision":
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        return create_feature_extractor(model, return_nodes={layer: layer for layer in layers})
+    return timm_feature_net(model, layers)
+
+
+def timm_feature_net(model: nn.Module, layers: Sequence[str], prefer_getter: bool = True) -> nn.Module:
+    """Wrap a timm model so that it returns the given ``feature_info`` modules (a list, depth order).
+
+    Uses ``FeatureGetterNet`` (pruned ``forward_intermediates``) when the model has it, else
+    ``FeatureListNet``. Both drop everything after the deepest requested module.
+    """
+    from timm.models._features import FeatureGetterNet, FeatureListNet
+
+    modules = [info["module"] for info in model.feature_info]
+    indices = sorted(modules.index(layer) for layer in layers)
+    if prefer_getter and hasattr(model, "forward_intermediates"):
+        return FeatureGetterNet(model, out_indices=indices, output_fmt="NCHW", prune=True)
+    return FeatureListNet(model, out_indices=indices)

@@ -1,0 +1,67 @@
+"""The data layer: samples on disk -> checked, transformed tensors.
+
+* :mod:`~vadkit.data.samples`: :class:`Sample` (one image, its label, its mask) and :class:`Split`.
+* :mod:`~vadkit.data.io`: reading images (always 8-bit RGB) and masks (always bool) from messy folders.
+* :mod:`~vadkit.data.layouts`: folder layouts (``mvtec``, ``folder``, ``mtd``, ``elpv``) -> :class:`Split`,
+  through :func:`load_split` and the :data:`LAYOUTS` registry.
+* :mod:`~vadkit.data.transforms`: :class:`Transform`, the deterministic resize/crop/normalise step.
+* :mod:`~vadkit.data.dataset`: :class:`ImageDataset`, a torch Dataset that checks every file first.
+
+``Transform`` and ``ImageDataset`` need torch; they are imported on first use so that listing or splitting
+a dataset (and a CLI's ``--help``) does not pay torch's import time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vadkit.data.io import IMAGE_EXTENSIONS, check_image, list_images, load_image, load_mask, to_rgb
+from vadkit.data.layouts import LAYOUTS, layout_options, load_split, mvtec_categories, register_layout
+from vadkit.data.samples import ANOMALOUS, NORMAL, Sample, Split
+
+if TYPE_CHECKING:
+    from vadkit.data.dataset import ImageDataset
+    from vadkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Transform
+
+_LAZY = {
+    "ImageDataset": "vadkit.data.dataset",
+    "Transform": "vadkit.data.transforms",
+    "IMAGENET_MEAN": "vadkit.data.transforms",
+    "IMAGENET_STD": "vadkit.data.transforms",
+}
+
+__all__ = [
+    "ANOMALOUS",
+    "IMAGE_EXTENSIONS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "LAYOUTS",
+    "NORMAL",
+    "ImageDataset",
+    "Sample",
+    "Split",
+    "Transform",
+    "check_image",
+    "layout_options",
+    "list_images",
+    "load_image",
+    "load_mask",
+    "load_split",
+    "mvtec_categories",
+    "register_layout",
+    "to_rgb",
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vadkit.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,209 @@
+"""The model contract every vadkit method implements (DESIGN.md, "The model contract").
+
+    model = vadkit.create_model("patchcore", backbone="mobilenet_v2", coreset_ratio=0.1)
+    model.fit(train_dataset)        # normal images only
+    pred = model.predict(images)    # Prediction(scores (N,), maps (N, H, W))
+    model.calibrate(val_dataset)    # stores the decision threshold
+    model.save("bottle.vad"); vadkit.load("bottle.vad")
+
+Parameters are constructor keywords, as in scikit-learn: :meth:`AnomalyModel.get_params` reads them back
+from the signature, which is also what a model file stores and what the CLI validates ``--param`` against.
+A subclass implements ``_fit``, ``_predict_batch`` and the ``_state``/``_load_state`` pair; the input
+handling, batching, calibration and persistence live here once.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from vadkit.data import ImageDataset, Sample, Transform
+from vadkit.errors import VadkitError
+
+#: Quantile of normal validation scores used as the threshold when the validation set has no anomalies.
+NORMAL_QUANTILE = 0.99
+
+
+class NotFittedError(VadkitError):
+    """``predict``, ``calibrate`` or ``save`` was called before ``fit``."""
+
+
+@dataclass
+class Prediction:
+    """Scores and maps for N images.
+
+    ``scores`` (N,) float32: image anomaly scores, higher = more anomalous. ``maps`` (N, H, W) float32:
+    pixel anomaly scores at the model's input resolution. ``labels`` (N,) int 0/1 from the calibrated
+    threshold (``score >= threshold``), or ``None`` when the model is not calibrated.
+    """
+
+    scores: np.ndarray
+    maps: np.ndarray
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Prediction]) -> Prediction:
+        labels = None if any(p.labels is None for p in parts) else np.concatenate([p.labels for p in parts])
+        return cls(np.concatenate([p.scores for p in parts]), np.concatenate([p.maps for p in parts]), labels)
+
+
+Images = "torch.Tensor | ImageDataset | Sequence[Sample | str | Path]"
+
+
+class AnomalyModel(ABC):
+    """Base class of every method. Subclasses set ``name`` and take their parameters as keywords."""
+
+    name: ClassVar[str]
+    #: batch size used by fit/predict when the caller passes none
+    default_batch_size: ClassVar[int] = 16
+
+    def __init__(self) -> None:
+        self.threshold: float | None = None
+        self.threshold_rule: str | None = None
+        self.fitted = False
+
+    # -- parameters ------------------------------------------------------------------------------
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The constructor's keyword parameters: the only names ``create_model`` and ``--param`` accept."""
+        named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return [p.name for p in parameters if p.name != "self" and p.kind in named]
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters as plain values (what a model file stores to rebuild the model)."""
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    # -- input handling --------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def transform(self) -> Transform:
+        """How this model wants images resized and normalised (depends on its backbone)."""
+
+    def as_dataset(self, data: Images) -> ImageDataset:
+        """Wrap samples, paths or a dataset with this model's transform (re-wrapping a dataset that was
+        built with another transform, so a user cannot feed wrongly normalised images by accident)."""
+        if isinstance(data, ImageDataset):
+            return data if data.transform == self.transform else ImageDataset(data.samples, self.transform)
+        if isinstance(data, (str, Path)):
+            data = [data]
+        samples = [item if isinstance(item, Sample) else Sample(Path(item)) for item in data]
+        return ImageDataset(samples, self.transform)
+
+    def _batches(self, data: Images, batch_size: int | None) -> Iterator[torch.Tensor]:
+        if isinstance(data, torch.Tensor):
+            if data.ndim != 4 or data.shape[1] != 3:
+                raise ValueError(f"expected an image batch (N, 3, H, W), got shape {tuple(data.shape)}")
+            yield from data.split(batch_size or self.default_batch_size)
+            return
+        loader = torch.utils.data.DataLoader(self.as_dataset(data), batch_size=batch_size or self.default_batch_size)
+        for batch in loader:
+            yield batch["image"]
+
+    # -- the contract ----------------------------------------------------------------------------
+    def fit(self, data: Images, *, batch_size: int | None = None, progress: bool | None = None) -> AnomalyModel:
+        """Learn normality from ``data`` (normal images only). Returns ``self``."""
+        dataset = data if isinstance(data, torch.Tensor) else self.as_dataset(data)
+        n = len(dataset)
+        if n == 0:
+            raise VadkitError("fit needs at least one training image")
+        from vadkit.progress import track
+
+        n_batches = -(-n // (batch_size or self.default_batch_size))
+        batches = track(self._batches(dataset, batch_size), f"{self.name}: extracting training features",
+                        total=n_batches, enabled=progress)
+        self._fit(batches, n_images=n, progress=progress)
+        self.fitted = True
+        self.threshold, self.threshold_rule = None, None
+        return self
+
+    @torch.inference_mode()
+    def predict_batches(self, data: Images, *, batch_size: int | None = None) -> Iterator[Prediction]:
+        """Stream predictions batch by batch (constant memory for any number of images)."""
+        self._check_fitted("predict")
+        for images in self._batches(data, batch_size):
+            scores, maps = self._predict_batch(images)
+            scores = scores.float().cpu().numpy()
+            labels = None if self.threshold is None else (scores >= self.threshold).astype(np.int64)
+            yield Prediction(scores, maps.float().cpu().numpy(), labels)
+
+    def predict(self, data: Images, *, batch_size: int | None = None, progress: bool | None = None) -> Prediction:
+        """Scores (N,) and maps (N, H, W) for a batch tensor, an ImageDataset, samples or image paths."""
+        from vadkit.progress import track
+
+        batches = self.predict_batches(data, batch_size=batch_size)
+        total = None
+        if not isinstance(data, torch.Tensor):
+            total = -(-len(self.as_dataset(data)) // (batch_size or self.default_batch_size))
+        parts = list(track(batches, "predicting", total=total, enabled=progress if total else False))
+        return Prediction.concatenate(parts)
+
+    def calibrate(self, data: Images, *, batch_size: int | None = None, progress: bool | None = None) -> float:
+        """Choose and store the decision threshold from validation data; returns it.
+
+        Rule: when the data holds anomalies (labels from the dataset), the F1-optimal threshold; otherwise
+        the 99th percentile of the normal scores (about 1% false alarms on normal parts).
+        """
+        dataset = self.as_dataset(data)
+        scores = self.predict(dataset, batch_size=batch_size, progress=progress).scores
+        return self.calibrate_from_scores(scores, dataset.labels, source=f"{len(dataset)} validation images")
+
+    def calibrate_from_scores(self, scores: np.ndarray, labels: np.ndarray, source: str = "validation") -> float:
+        """:meth:`calibrate` on scores already computed (avoids predicting the same images twice)."""
+        from vadkit.metrics import f1_max_threshold
+
+        labels = np.asarray(labels)
+        if len(labels) == 0:
+            raise VadkitError("calibrate needs at least one image")
+        if labels.min() != labels.max():
+            _, threshold = f1_max_threshold(labels, scores)
+            self.threshold_rule = f"F1-optimal on {source} ({len(labels)} images, {int(labels.sum())} anomalous)"
+        elif labels[0] == 0:
+            threshold = float(np.quantile(scores, NORMAL_QUANTILE))
+            self.threshold_rule = f"{NORMAL_QUANTILE:.0%} quantile of normal scores on {source} ({len(labels)} images)"
+        else:
+            raise VadkitError("calibrate needs normal images (all given images are labelled anomalous)")
+        self.threshold = float(threshold)
+        return self.threshold
+
+    def save(self, path: str | Path) -> Path:
+        """Write one self-describing file: format version, parameters, learned state, threshold."""
+        from vadkit.models.persistence import save_model
+
+        self._check_fitted("save")
+        return save_model(self, path)
+
+    # -- for subclasses --------------------------------------------------------------------------
+    @abstractmethod
+    def _fit(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
+        """Learn from batches of normalised images (B, 3, H, W)."""
+
+    @abstractmethod
+    def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> scores (B,), maps (B, H, W)."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Learned state as tensors and plain values (saved with ``torch.save``, loaded weights-only)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def _check_fitted(self, verb: str) -> None:
+        if not self.fitted:
+            raise NotFittedError(f"call fit() before {verb}(): this {self.name} model has not been trained")
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"

@@ -1,0 +1,143 @@
+"""PaDiM: a multivariate Gaussian of the patch features at every position of the image.
+
+Defard, Setkov, Loesch, Audigier. "PaDiM: a Patch Distribution Modeling Framework for Anomaly Detection and
+Localization", ICPR 2021. https://arxiv.org/abs/2011.08785
+
+As the paper defines it:
+
+* features: the first three stages of an ImageNet backbone (ResNet ``layer1``..``layer3``; here the
+  backbone's stride-4, -8 and -16 stage ends), upsampled to the stride-4 map and concatenated;
+* a random subset of ``n_features`` channels (100 of 448 for ResNet-18, 550 of 1792 for WRN-50), fixed by
+  ``seed``: the paper shows it works as well as PCA at a fraction of the cost;
+* per position (i, j): mean mu_ij and covariance Sigma_ij + epsilon * I (epsilon = 0.01) over the training
+  images, accumulated in a streaming way (sums of x and x x^T in float64, one pass, no stored features);
+* score: Mahalanobis distance sqrt((x - mu)^T Sigma^-1 (x - mu)) per position; the map is upsampled to the
+  input size and smoothed with a Gaussian of sigma = 4; the image score is the map's maximum.
+
+``covariance="diagonal"`` is the PaDiM-Lite edge variant: only per-channel variances are kept, the distance
+is sum((x - mu)^2 / (var + epsilon)) under the root, with no matrix inverse and d instead of d^2 numbers
+per position (100x smaller model for d = 100).
+
+Paper (WRN-50, 224 px): MVTec AD image AUROC 95.3% (ResNet-18: 90.8% ... ), pixel AUROC 97.5%, PRO 92.1%.
+Our measurements are in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from vadkit.models.backbone_model import BackboneModel
+from vadkit.ops.patch_features import pyramid_embedding
+from vadkit.ops.smoothing import to_image_maps
+
+COVARIANCES = ("full", "diagonal")
+
+
+class PaDiM(BackboneModel):
+    """PaDiM (Defard et al., ICPR 2021) and its diagonal-covariance edge variant.
+
+    Args:
+        backbone: feature extractor name (default ``mobilenet_v2``; the paper uses resnet18 / wide_resnet50_2).
+        layers: layers to tap; default: the backbone's stride-4, -8 and -16 stage ends.
+        weights: explicit backbone weights file (else resolved offline-first).
+        image_size, crop_size: input resize and optional centre crop.
+        n_features: size of the random channel subset (capped at the number of channels).
+        covariance: ``"full"`` (the paper) or ``"diagonal"`` (PaDiM-Lite).
+        epsilon: regulariser added to the covariance diagonal (0.01 in the paper).
+        sigma: Gaussian smoothing of the map, in pixels.
+        seed: seed of the channel subset.
+    """
+
+    name = "padim"
+
+    def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
+                 weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
+                 n_features: int = 100, covariance: str = "full", epsilon: float = 0.01, sigma: float = 4.0,
+                 seed: int = 0) -> None:
+        super().__init__(backbone=backbone, layers=layers, weights=weights, image_size=image_size,
+                         crop_size=crop_size)
+        if covariance not in COVARIANCES:
+            raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
+        if n_features < 1 or epsilon < 0:
+            raise ValueError("n_features must be >= 1 and epsilon >= 0")
+        self.n_features = n_features
+        self.covariance = covariance
+        self.epsilon = epsilon
+        self.sigma = sigma
+        self.seed = seed
+        self.channel_index: torch.Tensor | None = None
+        self.mean: torch.Tensor | None = None          # (P, d)
+        self.precision: torch.Tensor | None = None     # (P, d, d) inverse covariance, or (P, d) 1/variance
+
+    def default_layers(self) -> list[str]:
+        """The stride-4 stage end before the PatchCore pair (ResNet layer1 + layer2 + layer3)."""
+        from vadkit.backbones import get_spec
+
+        spec = get_spec(self.backbone)
+        pair = list(spec.default_layers)
+        shallower = [name for name, stride in spec.layers.items()
+                     if stride < spec.layers[pair[0]] and stride >= 4]
+        return ([shallower[-1]] if shallower else []) + pair
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Selected channels of the concatenated pyramid, as (B, P, d) with P = h * w positions."""
+        embedding = pyramid_embedding(self.features(images), self.chosen_layers(), patch_size=1)
+        if self.channel_index is None:
+            generator = torch.Generator().manual_seed(self.seed)
+            d = min(self.n_features, embedding.shape[1])
+            self.channel_index = torch.randperm(embedding.shape[1], generator=generator)[:d].sort().values
+        self._grid = tuple(embedding.shape[-2:])
+        selected = embedding[:, self.channel_index]
+        return selected.flatten(2).transpose(1, 2).double()
+
+    def _fit(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
+        self.channel_index = None
+        count, total, second_moment = 0, None, None
+        for images in batches:
+            x = self.embed(images)                                   # (B, P, d) float64
+            if total is None:
+                total = torch.zeros(x.shape[1:], dtype=torch.float64)
+                second_moment = torch.zeros(x.shape[1], x.shape[2], x.shape[2]) if self.covariance == "full" \
+                    else torch.zeros(x.shape[1:])
+                second_moment = second_moment.double()
+            total += x.sum(0)
+            if self.covariance == "full":
+                second_moment += torch.einsum("bpi,bpj->pij", x, x)
+            else:
+                second_moment += (x * x).sum(0)
+            count += x.shape[0]
+        if count < 2:
+            raise ValueError("PaDiM needs at least 2 training images to estimate a covariance")
+        mean = total / count
+        if self.covariance == "full":
+            covariance = (second_moment - count * mean[:, :, None] * mean[:, None, :]) / (count - 1)
+            covariance += self.epsilon * torch.eye(mean.shape[1], dtype=torch.float64)
+            self.precision = torch.linalg.inv(covariance).float()
+        else:
+            variance = (second_moment - count * mean * mean) / (count - 1)
+            self.precision = (1.0 / (variance.clamp_min(0.0) + self.epsilon)).float()
+        self.mean = mean.float()
+
+    def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        delta = self.embed(images).float() - self.mean                  # (B, P, d)
+        if self.covariance == "full":
+            # (P, B, d) @ (P, d, d): one batched matrix product over positions, no loop
+            projected = torch.bmm(delta.transpose(0, 1), self.precision).transpose(0, 1)
+            squared = (projected * delta).sum(-1)
+        else:
+            squared = (delta * delta * self.precision).sum(-1)
+        distance = squared.clamp_min(0.0).sqrt().view(-1, *self._grid)
+        maps = to_image_maps(distance, tuple(images.shape[-2:]), self.sigma)
+        return maps.flatten(1).max(1).values, maps
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"channel_index": self.channel_index, "mean": self.mean, "precision": self.precision,
+                "grid": list(self._grid)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.channel_index = state["channel_index"]
+        self.mean, self.precision = state["mean"].float(), state["precision"].float()
+        self._grid = tuple(state["grid"])
