@@ -121,7 +121,8 @@ class PaDiM(BackboneModel):
             self.precision = (1.0 / (variance.clamp_min(0.0) + self.epsilon)).float()
         self.mean = mean.float()
 
-    def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def distance_grid(self, images: torch.Tensor) -> torch.Tensor:
+        """Mahalanobis distance of every position, (B, h, w), before upsampling and smoothing."""
         delta = self.embed(images).float() - self.mean                  # (B, P, d)
         if self.covariance == "full":
             # (P, B, d) @ (P, d, d): one batched matrix product over positions, no loop
@@ -129,8 +130,10 @@ class PaDiM(BackboneModel):
             squared = (projected * delta).sum(-1)
         else:
             squared = (delta * delta * self.precision).sum(-1)
-        distance = squared.clamp_min(0.0).sqrt().view(-1, *self._grid)
-        maps = to_image_maps(distance, tuple(images.shape[-2:]), self.sigma)
+        return squared.clamp_min(0.0).sqrt().view(-1, *self._grid)
+
+    def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = to_image_maps(self.distance_grid(images), tuple(images.shape[-2:]), self.sigma)
         return maps.flatten(1).max(1).values, maps
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,58 @@
+"""Fixtures shared by the model and CLI tests: tiny generated MVTec-style folders.
+
+Generated images are for unit tests only (quality claims need real data, see tests/*/test_*real*).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SIZE = 64
+
+
+def texture(rng: np.random.Generator) -> np.ndarray:
+    """A stripe texture with a random phase and mild noise: what 'normal' looks like in these tests."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    phase = rng.uniform(0, 2 * np.pi)
+    base = 128 + 60 * np.sin(x / 3.0 + phase)
+    image = base[..., None] + rng.normal(0, 4, (SIZE, SIZE, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def with_defect(image: np.ndarray, top: int, left: int, size: int = 14) -> tuple[np.ndarray, np.ndarray]:
+    image = image.copy()
+    image[top:top + size, left:left + size] = (255, 30, 30)
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[top:top + size, left:left + size] = 255
+    return image, mask
+
+
+def make_mvtec_folder(root: Path, n_train: int = 12, n_good: int = 4, n_bad: int = 4, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for split, kind, count in (("train", "good", n_train), ("test", "good", n_good)):
+        folder = root / split / kind
+        folder.mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(texture(rng)).save(folder / f"{i:03d}.png")
+    (root / "test" / "spot").mkdir(parents=True)
+    (root / "ground_truth" / "spot").mkdir(parents=True)
+    for i in range(n_bad):
+        image, mask = with_defect(texture(rng), int(rng.integers(4, 40)), int(rng.integers(4, 40)))
+        Image.fromarray(image).save(root / "test" / "spot" / f"{i:03d}.png")
+        Image.fromarray(mask).save(root / "ground_truth" / "spot" / f"{i:03d}_mask.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mvtec_folder(tmp_path_factory) -> Path:
+    return make_mvtec_folder(tmp_path_factory.mktemp("tiny_mvtec"))
+
+
+def shared_datasets() -> Path:
+    import os
+
+    return Path(os.environ.get("VADKIT_SHARED_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
