@@ -48,3 +48,19 @@ def test_random_projection_roughly_preserves_distances():
     ratio = torch.pdist(projected) / torch.pdist(x)
     assert 0.9 < ratio.mean().item() < 1.1
     assert torch.equal(random_projection(512, 128, seed=0), random_projection(512, 128, seed=0))
+
+
+def test_ivf_search_covers_almost_as_well_as_exact_greedy():
+    generator = torch.Generator().manual_seed(5)
+    centres = torch.randn(60, 16, generator=generator) * 3
+    points = centres[torch.randint(0, 60, (20000,), generator=generator)] + torch.randn(20000, 16, generator=generator)
+    exact = greedy_kcenter(points, 3000, search="exact", progress=False)
+    approximate = greedy_kcenter(points, 3000, search="ivf", progress=False)
+    assert len(set(approximate.tolist())) == 3000
+    exact_radius = coverage_radius(points, points[exact])
+    assert coverage_radius(points, points[approximate]) <= 1.05 * exact_radius
+
+
+def test_unknown_search_is_rejected():
+    with pytest.raises(ValueError, match="search must be"):
+        greedy_kcenter(torch.randn(10, 2), 3, search="fast")

@@ -65,7 +65,7 @@ class AnomalyModel(ABC):
 
     name: ClassVar[str]
     #: batch size used by fit/predict when the caller passes none
-    default_batch_size: ClassVar[int] = 16
+    default_batch_size: ClassVar[int] = 8
 
     def __init__(self) -> None:
         self.threshold: float | None = None

@@ -50,6 +50,9 @@ class PatchCore(BackboneModel):
         num_neighbours: b, the neighbourhood of m* used by the image-score reweighting.
         patch_size: neighbourhood of the local average (3 in the paper; 1 disables it).
         sigma: Gaussian smoothing of the map, in pixels.
+        coreset_search: ``"exact"`` (lazy but exact greedy k-center), ``"ivf"`` (approximate refreshes,
+            much faster on large banks) or ``"auto"`` (IVF above 2e9 point-centre pairs); see
+            :mod:`vadkit.ops.coreset`.
         seed: seed of the projection and of the coreset's starting point.
     """
 
@@ -58,11 +61,13 @@ class PatchCore(BackboneModel):
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
                  weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
                  coreset_ratio: float = 0.1, projection_dim: int = 128, num_neighbours: int = 9,
-                 patch_size: int = 3, sigma: float = 4.0, seed: int = 0) -> None:
+                 patch_size: int = 3, sigma: float = 4.0, coreset_search: str = "auto", seed: int = 0) -> None:
         super().__init__(backbone=backbone, layers=layers, weights=weights, image_size=image_size,
                          crop_size=crop_size)
         if not 0.0 < coreset_ratio <= 1.0:
             raise ValueError(f"coreset_ratio must be in (0, 1], got {coreset_ratio}")
+        if coreset_search not in ("auto", "exact", "ivf"):
+            raise ValueError(f"coreset_search must be 'auto', 'exact' or 'ivf', got {coreset_search!r}")
         if num_neighbours < 1 or patch_size < 1 or projection_dim < 1:
             raise ValueError("num_neighbours, patch_size and projection_dim must be >= 1")
         self.coreset_ratio = coreset_ratio
@@ -70,6 +75,7 @@ class PatchCore(BackboneModel):
         self.num_neighbours = num_neighbours
         self.patch_size = patch_size
         self.sigma = sigma
+        self.coreset_search = coreset_search
         self.seed = seed
         self.memory_bank: torch.Tensor | None = None
         self._index: NearestNeighbours | None = None
@@ -85,7 +91,7 @@ class PatchCore(BackboneModel):
             chosen = torch.arange(full.shape[0])
         else:
             start = int(torch.randint(full.shape[0], (1,), generator=torch.Generator().manual_seed(self.seed)))
-            chosen = greedy_kcenter(selection_space, k, start=start, progress=progress)
+            chosen = greedy_kcenter(selection_space, k, start=start, search=self.coreset_search, progress=progress)
         self.memory_bank = full[chosen].float().contiguous()
         self._index = None
 
