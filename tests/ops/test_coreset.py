@@ -64,3 +64,10 @@ def test_ivf_search_covers_almost_as_well_as_exact_greedy():
 def test_unknown_search_is_rejected():
     with pytest.raises(ValueError, match="search must be"):
         greedy_kcenter(torch.randn(10, 2), 3, search="fast")
+
+
+def test_duplicate_points_are_never_chosen_twice():
+    points = torch.randn(10, 4).repeat(30, 1)  # 300 points, 10 distinct
+    chosen = greedy_kcenter(points, 40, progress=False)
+    assert len(set(chosen.tolist())) == 40
+    assert coverage_radius(points, points[chosen]) == pytest.approx(0.0, abs=1e-3)

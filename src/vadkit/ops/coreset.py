@@ -153,6 +153,7 @@ def greedy_kcenter(points: torch.Tensor, k: int, *, start: int = 0, block_size: 
     n_chosen = 1
     # bound[i] >= true squared distance of point i to the chosen set; seen[i] = centres accounted for in it
     bound = _squared_distances(points, norms, points[start:start + 1]).squeeze(1)
+    bound[start] = float("-inf")
     seen = torch.ones(n, dtype=torch.long)
     block_size = min(block_size, n)
     if search == "auto":
@@ -181,6 +182,7 @@ def greedy_kcenter(points: torch.Tensor, k: int, *, start: int = 0, block_size: 
                 added += 1
                 distance = torch.addmv(live_norms, live_points, centre, alpha=-2.0).add_(centre.dot(centre))
                 torch.minimum(live_bound, distance, out=live_bound)
+                live_bound[best] = float("-inf")  # never choose a point twice, even if rounding says > 0
             bound[live] = live_bound
             seen[live] = n_chosen
             bar.advance(added)
@@ -193,10 +195,12 @@ def greedy_kcenter_plain(points: torch.Tensor, k: int, *, start: int = 0) -> tor
     norms = (points * points).sum(1)
     chosen = [start]
     distance = _squared_distances(points, norms, points[start:start + 1]).squeeze(1)
+    distance[start] = float("-inf")
     for _ in range(k - 1):
         nxt = int(torch.argmax(distance))
         chosen.append(nxt)
         distance = torch.minimum(distance, _squared_distances(points, norms, points[nxt:nxt + 1]).squeeze(1))
+        distance[nxt] = float("-inf")
     return torch.tensor(chosen, dtype=torch.long)
 
 
