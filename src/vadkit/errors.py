@@ -9,6 +9,10 @@ class VadkitError(Exception):
     """Base class of every error vadkit raises on purpose."""
 
 
+class ParameterError(VadkitError, ValueError):
+    """A model, backbone or command parameter has an invalid value."""
+
+
 class DataError(VadkitError):
     """A dataset folder, image or mask cannot be used as given."""
 

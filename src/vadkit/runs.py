@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,8 @@ def evaluate(model, dataset, *, batch_size: int | None = None, progress: bool | 
 
 def write_overlays(folder: Path, model, dataset, evaluation: Evaluation, count: int = 8) -> list[Path]:
     """Overlays for ``count`` test images spread over the score ranking (best to worst), one colour scale."""
+    for stale in folder.glob("*.png") if folder.is_dir() else ():
+        stale.unlink()  # a re-run into the same folder must not leave the previous run's overlays behind
     if count <= 0:
         return []
     order = np.argsort(evaluation.scores)
@@ -82,12 +85,14 @@ def _save(path, image, anomaly_map, vmin, vmax, threshold, caption) -> Path:
 
 def build_datasets(data: str | Path | None, layout: str, options: dict[str, Any], transform,
                    skip_bad_images: bool = False):
-    """(train, test) ImageDatasets of a layout, with the model's transform."""
+    """(train, test) ImageDatasets of a layout, with the model's transform; test is None when the layout
+    leaves no test images (e.g. ``folder`` with ``test_ratio=0`` and no defect folders)."""
     from vadkit.data import ImageDataset, load_split
 
     split = load_split(layout, data, **options)
-    return (ImageDataset(split.train, transform, skip_bad_images=skip_bad_images),
-            ImageDataset(split.test, transform, skip_bad_images=skip_bad_images))
+    train_set = ImageDataset(split.train, transform, skip_bad_images=skip_bad_images)
+    test_set = ImageDataset(split.test, transform, skip_bad_images=skip_bad_images) if split.test else None
+    return train_set, test_set
 
 
 def train(*, data: str | Path | None, layout: str, model_name: str, params: dict[str, Any], out: str | Path,
@@ -103,11 +108,20 @@ def train(*, data: str | Path | None, layout: str, model_name: str, params: dict
     start = time.perf_counter()
     model.fit(train_set, batch_size=batch_size, progress=progress)
     fit_seconds = time.perf_counter() - start
-    evaluation = evaluate(model, test_set, batch_size=batch_size, progress=progress)
-    model.calibrate_from_scores(evaluation.scores, test_set.labels, source="test split")
+    evaluation = None
+    if test_set is None:
+        warnings.warn("the test split is empty: the model is trained and saved, but not evaluated or calibrated",
+                      stacklevel=2)
+    else:
+        evaluation = evaluate(model, test_set, batch_size=batch_size, progress=progress)
+        if test_set.labels.min() == 0:
+            model.calibrate_from_scores(evaluation.scores, test_set.labels, source="the test split")
+        else:
+            warnings.warn("the test split holds no normal images: the model is saved uncalibrated (no threshold; "
+                          "predict writes label null) - run model.calibrate() on normal images", stacklevel=2)
     model.save(out / MODEL_FILE)
     metrics = {
-        **evaluation.metrics,
+        **(evaluation.metrics if evaluation else {"n_test": 0}),
         "n_train": len(train_set),
         "fit_seconds": fit_seconds,
         "model": model.name,
@@ -118,11 +132,12 @@ def train(*, data: str | Path | None, layout: str, model_name: str, params: dict
         "data": None if data is None else str(Path(data).resolve()),
         "layout": layout,
         "layout_options": layout_options or {},
-        "skipped_images": [str(p) for p in train_set.skipped + test_set.skipped],
+        "skipped_images": [str(p) for p in train_set.skipped + (test_set.skipped if test_set else [])],
         "vadkit_version": __version__,
     }
     write_json(out / METRICS_FILE, metrics)
-    write_overlays(out / "overlays", model, test_set, evaluation, overlays)
+    if evaluation is not None:
+        write_overlays(out / "overlays", model, test_set, evaluation, overlays)
     return metrics
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from vadkit import runs
 from vadkit.cli import main, parse_assignments
 
 METRIC_KEYS = {"image_auroc", "image_aupr", "image_f1_max", "pixel_auroc", "pixel_aupr", "pixel_f1_max",
@@ -112,3 +113,71 @@ def test_bad_inputs_give_clear_errors(trained, tmp_path):
     assert no_model.exit_code == 2 and "model file not found" in no_model.output
     bad_pair = CliRunner().invoke(main, ["train", "--data", str(tmp_path), "--param", "oops", "--out", str(tmp_path)])
     assert bad_pair.exit_code == 2 and "NAME=VALUE" in bad_pair.output
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--param", "coreset_ratio=2"], "coreset_ratio must be in (0, 1]"),
+    (["--backbone", "nosuch"], "nosuch"),
+    (["--param", "layers=features.99"], "unknown layer"),
+])
+def test_bad_parameter_values_are_one_line_and_exit_code_2(mvtec_folder, tmp_path, extra, message):
+    result = CliRunner().invoke(main, ["train", "--data", str(mvtec_folder), "--out", str(tmp_path), *extra])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_batch_size_zero_is_rejected_by_the_cli(mvtec_folder, tmp_path):
+    result = CliRunner().invoke(main, ["train", "--data", str(mvtec_folder), "--out", str(tmp_path),
+                                       "--batch-size", "0"])
+    assert result.exit_code == 2 and "--batch-size" in result.output
+
+
+def _folder_dataset(root, with_defects: bool):
+    import shutil
+
+    from tests.conftest import make_mvtec_folder
+
+    source = make_mvtec_folder(root / "src", n_train=6, n_good=0, n_bad=3)
+    shutil.copytree(source / "train" / "good", root / "data" / "good")
+    if with_defects:
+        shutil.copytree(source / "test" / "spot", root / "data" / "spot")
+        shutil.copytree(source / "ground_truth", root / "data" / "ground_truth")
+    return root / "data"
+
+
+def test_folder_layout_finds_a_ground_truth_mask_folder(tmp_path):
+    from vadkit.data import load_split
+
+    split = load_split("folder", _folder_dataset(tmp_path, with_defects=True), test_ratio=0.5)
+    anomalies = [s for s in split.test if s.label == 1]
+    assert {s.defect_type for s in split.test} == {"good", "spot"}  # ground_truth is not a defect type
+    assert len(anomalies) == 3 and all(s.mask_path is not None for s in anomalies)
+
+
+def test_train_without_normal_test_images_saves_an_uncalibrated_model(tmp_path):
+    data = _folder_dataset(tmp_path, with_defects=True)
+    with pytest.warns(UserWarning, match="no normal images"):
+        metrics = runs.train(data=data, layout="folder", model_name="patchcore", out=tmp_path / "run",
+                             params={"image_size": 64}, layout_options={"test_ratio": 0}, progress=False)
+    assert metrics["threshold"] is None and metrics["n_train"] == 6 and "image_auroc" not in metrics
+    assert (tmp_path / "run" / "model.vad").is_file()
+
+
+def test_train_with_an_empty_test_split_still_saves_the_model(tmp_path):
+    data = _folder_dataset(tmp_path, with_defects=False)
+    with pytest.warns(UserWarning, match="test split is empty"):
+        metrics = runs.train(data=data, layout="folder", model_name="padim", out=tmp_path / "run",
+                             params={"image_size": 64}, layout_options={"test_ratio": 0}, progress=False)
+    assert metrics["n_test"] == 0 and (tmp_path / "run" / "model.vad").is_file()
+
+
+def test_rerun_into_the_same_folder_replaces_overlays(trained, mvtec_folder, tmp_path):
+    import shutil
+
+    out, _ = trained
+    shutil.copytree(out, tmp_path / "run")
+    (tmp_path / "run" / "overlays" / "old_run_leftover.png").write_bytes(b"x")
+    result = CliRunner().invoke(main, ["train", "--data", str(mvtec_folder), "--param", "image_size=64",
+                                       "--out", str(tmp_path / "run"), "--overlays", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "run" / "overlays").glob("*.png"))) == 2

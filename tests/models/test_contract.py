@@ -112,3 +112,33 @@ def test_truncated_foreign_and_future_files_give_clear_errors(fitted, tmp_path):
 def test_save_before_fit_is_a_clear_error(tmp_path):
     with pytest.raises(NotFittedError):
         vadkit.create_model("padim").save(tmp_path / "x.vad")
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"layers": ["features.99"]}, "unknown layer"),
+    ({"backbone": "no_such_net"}, "no_such_net"),
+    ({"coreset_ratio": 2}, "coreset_ratio"),
+    ({"num_neighbours": 0}, "num_neighbours"),
+    ({"image_size": "abc"}, "image_size"),
+    ({"sigma": -1}, "sigma"),
+])
+def test_bad_parameter_values_fail_at_construction_with_a_parameter_error(params, message):
+    from vadkit.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=message):
+        vadkit.create_model("patchcore", **params)
+
+
+def test_a_single_layer_name_is_one_layer_and_resolved_layers_are_saved(split, tmp_path):
+    model = vadkit.create_model("patchcore", layers="features.6", image_size=64)
+    assert model.layers == ["features.6"]
+    default = vadkit.create_model("padim", image_size=64).fit(split.train, progress=False)
+    assert default.get_params()["layers"] == ["features.3", "features.6", "features.13"]
+    assert vadkit.load(default.save(tmp_path / "p.vad")).layers == default.layers
+
+
+def test_batch_size_must_be_positive(fitted):
+    from vadkit.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="batch_size"):
+        fitted.predict(torch.zeros(2, 3, 64, 64), batch_size=0)

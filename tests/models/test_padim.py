@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vadkit.data import ImageDataset, load_split
+from vadkit.errors import VadkitError
 from vadkit.models.padim import PaDiM
 
 
@@ -61,5 +62,12 @@ def test_padim_separates_defects(data):
 def test_invalid_covariance_and_too_few_images(data):
     with pytest.raises(ValueError, match="covariance"):
         PaDiM(covariance="spherical")
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(VadkitError, match="at least 2"):
         PaDiM(image_size=64).fit(data.train[:1], progress=False)
+
+
+def test_input_of_another_size_is_a_clear_error(data):
+    model = PaDiM(image_size=64).fit(data.train, progress=False)
+    with pytest.raises(VadkitError, match="fitted on 16x16 feature positions"):
+        model.predict(torch.zeros(1, 3, 96, 96))
+    assert model.predict(torch.zeros(1, 3, 64, 64)).maps.shape == (1, 64, 64)  # the grid was not overwritten

@@ -38,6 +38,10 @@ MVTEC_HELP = (
 )
 
 
+#: folder names the ``folder`` layout recognises as the mask folder when ``mask_dir`` is not given (they are
+#: never taken for a defect type)
+MASK_DIR_NAMES = ("masks", "mask", "ground_truth", "gt")
+
 def _is_mvtec_category(folder: Path) -> bool:
     return (folder / "test").is_dir() or (folder / "train").is_dir()
 
@@ -70,7 +74,7 @@ def _mvtec_category_dir(root: Path, category: str | None) -> Path:
         raise DataError(f"{root} is not an MVTec-style dataset: {MVTEC_HELP}")
     raise DataError(
         f"{root} holds {len(categories)} categories ({', '.join(categories)}); "
-        "pick one with category=<name> (CLI: --category <name>)"
+        "pick one with category=<name> (CLI: --option category=<name>)"
     )
 
 
@@ -141,7 +145,8 @@ def _folder_dirs(
         if not masks.is_dir():
             raise DataError(f"mask folder {masks} does not exist; check mask_dir or leave it out")
     else:
-        masks = base / "masks" if base is not None and (base / "masks").is_dir() else None
+        found = [base / name for name in MASK_DIR_NAMES if base is not None and (base / name).is_dir()]
+        masks = found[0] if found else None
     if defect_dirs is None:
         others = _visible_subdirs(base) if base is not None else []
         not_defects = {normal.resolve()} | ({masks.resolve()} if masks is not None else set())
@@ -165,7 +170,7 @@ def folder(
     """A folder of good images and folders of defective ones, with an optional folder of masks.
 
     With ``root``: ``normal_dir`` (default ``good``), ``defect_dirs`` and ``mask_dir`` are relative to it;
-    ``defect_dirs`` defaults to every other subfolder, ``mask_dir`` to ``masks`` when that exists. Without
+    ``defect_dirs`` defaults to every other subfolder, ``mask_dir`` to the first of ``masks``, ``mask``, ``ground_truth``, ``gt`` that exists. Without
     ``root`` they are paths of their own (and there are no defect folders unless given). The defect type of
     an image is its folder's name. Masks are searched recursively under ``mask_dir`` and paired by stem
     (``x.png`` <- ``x_mask.png`` or ``x.png``); a mask inside ``mask_dir/<defect type>/`` only pairs with

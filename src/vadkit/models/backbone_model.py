@@ -13,7 +13,14 @@ from collections.abc import Sequence
 import torch
 
 from vadkit.data import Transform
+from vadkit.errors import ParameterError
 from vadkit.models.base import AnomalyModel
+
+
+def check_sigma(sigma) -> None:
+    """Smoothing sigma in pixels: 0 turns smoothing off; negative values are a mistake, not "off"."""
+    if not (isinstance(sigma, (int, float)) and sigma >= 0):
+        raise ParameterError(f"sigma must be a number >= 0 (pixels; 0 = no smoothing), got {sigma!r}")
 
 
 class BackboneModel(AnomalyModel):
@@ -23,11 +30,29 @@ class BackboneModel(AnomalyModel):
                  image_size: int, crop_size: int | None) -> None:
         super().__init__()
         self.backbone = backbone
-        self.layers = list(layers) if layers is not None else None
+        self.layers = [layers] if isinstance(layers, str) else (list(layers) if layers is not None else None)
         self.weights = weights
         self.image_size = image_size
         self.crop_size = crop_size
         self._extractor = None
+        self._validate_backbone()
+
+    def _validate_backbone(self) -> None:
+        """Fail at construction, not after minutes of work, on an unknown backbone/layer or a bad size."""
+        from vadkit.backbones import get_spec
+
+        try:
+            spec = get_spec(self.backbone)
+        except ValueError as error:
+            raise ParameterError(str(error)) from None
+        unknown = [layer for layer in self.layers or () if layer not in spec.layers]
+        if unknown:
+            valid = ", ".join(f"{name} (stride {stride})" for name, stride in spec.layers.items())
+            raise ParameterError(f"unknown layer(s) {unknown} for backbone {self.backbone!r}; valid: {valid}")
+        for name in ("image_size", "crop_size"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value > 0):
+                raise ParameterError(f"{name} must be a positive integer (pixels), got {value!r}")
 
     @property
     def extractor(self):
@@ -35,7 +60,9 @@ class BackboneModel(AnomalyModel):
         if self._extractor is None:
             from vadkit.backbones import create_extractor
 
-            self._extractor = create_extractor(self.backbone, self.chosen_layers(), weights=self.weights)
+            # record the resolved layers, so a saved model keeps them even if a default changes later
+            self.layers = self.chosen_layers()
+            self._extractor = create_extractor(self.backbone, self.layers, weights=self.weights)
         return self._extractor
 
     def chosen_layers(self) -> list[str]:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vadkit.data import ImageDataset, Sample, Transform
-from vadkit.errors import VadkitError
+from vadkit.errors import ParameterError, VadkitError
 
 #: Quantile of normal validation scores used as the threshold when the validation set has no anomalies.
 NORMAL_QUANTILE = 0.99
@@ -101,6 +101,8 @@ class AnomalyModel(ABC):
         return ImageDataset(samples, self.transform)
 
     def _batches(self, data: Images, batch_size: int | None) -> Iterator[torch.Tensor]:
+        if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ParameterError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if isinstance(data, torch.Tensor):
             if data.ndim != 4 or data.shape[1] != 3:
                 raise ValueError(f"expected an image batch (N, 3, H, W), got shape {tuple(data.shape)}")
@@ -156,9 +158,9 @@ class AnomalyModel(ABC):
         """
         dataset = self.as_dataset(data)
         scores = self.predict(dataset, batch_size=batch_size, progress=progress).scores
-        return self.calibrate_from_scores(scores, dataset.labels, source=f"{len(dataset)} validation images")
+        return self.calibrate_from_scores(scores, dataset.labels, source="validation images")
 
-    def calibrate_from_scores(self, scores: np.ndarray, labels: np.ndarray, source: str = "validation") -> float:
+    def calibrate_from_scores(self, scores: np.ndarray, labels: np.ndarray, source: str = "validation images") -> float:
         """:meth:`calibrate` on scores already computed (avoids predicting the same images twice)."""
         from vadkit.metrics import f1_max_threshold
 

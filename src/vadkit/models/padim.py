@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from vadkit.models.backbone_model import BackboneModel
+from vadkit.errors import ParameterError, VadkitError
+from vadkit.models.backbone_model import BackboneModel, check_sigma
 from vadkit.ops.patch_features import pyramid_embedding
 from vadkit.ops.smoothing import to_image_maps
 
@@ -60,9 +61,12 @@ class PaDiM(BackboneModel):
         super().__init__(backbone=backbone, layers=layers, weights=weights, image_size=image_size,
                          crop_size=crop_size)
         if covariance not in COVARIANCES:
-            raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
-        if n_features < 1 or epsilon < 0:
-            raise ValueError("n_features must be >= 1 and epsilon >= 0")
+            raise ParameterError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
+        if not (isinstance(n_features, int) and n_features >= 1):
+            raise ParameterError(f"n_features must be an integer >= 1, got {n_features!r}")
+        if not (isinstance(epsilon, (int, float)) and epsilon >= 0):
+            raise ParameterError(f"epsilon must be a number >= 0, got {epsilon!r}")
+        check_sigma(sigma)
         self.n_features = n_features
         self.covariance = covariance
         self.epsilon = epsilon
@@ -89,12 +93,18 @@ class PaDiM(BackboneModel):
             generator = torch.Generator().manual_seed(self.seed)
             d = min(self.n_features, embedding.shape[1])
             self.channel_index = torch.randperm(embedding.shape[1], generator=generator)[:d].sort().values
-        self._grid = tuple(embedding.shape[-2:])
+        if self.mean is not None and embedding.shape[-2] * embedding.shape[-1] != self.mean.shape[0]:
+            raise VadkitError(f"PaDiM was fitted on {self._grid[0]}x{self._grid[1]} feature positions but this input "
+                              f"gives {embedding.shape[-2]}x{embedding.shape[-1]}: feed images resized by "
+                              f"model.transform ({self.transform.output_size[0]}x{self.transform.output_size[1]} "
+                              "px), or pass paths/samples and let the model resize them")
+        if self.mean is None:
+            self._grid = tuple(embedding.shape[-2:])
         selected = embedding[:, self.channel_index]
         return selected.flatten(2).transpose(1, 2).double()
 
     def _fit(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
-        self.channel_index = None
+        self.channel_index, self.mean = None, None
         count, total, second_moment = 0, None, None
         for images in batches:
             x = self.embed(images)                                   # (B, P, d) float64
@@ -110,7 +120,7 @@ class PaDiM(BackboneModel):
                 second_moment += (x * x).sum(0)
             count += x.shape[0]
         if count < 2:
-            raise ValueError("PaDiM needs at least 2 training images to estimate a covariance")
+            raise VadkitError(f"PaDiM needs at least 2 training images to estimate a covariance, got {count}")
         mean = total / count
         if self.covariance == "full":
             covariance = (second_moment - count * mean[:, :, None] * mean[:, None, :]) / (count - 1)

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vadkit.models.backbone_model import BackboneModel
+from vadkit.errors import ParameterError
+from vadkit.models.backbone_model import BackboneModel, check_sigma
 from vadkit.ops.coreset import greedy_kcenter, random_projection
 from vadkit.ops.knn import NearestNeighbours
 from vadkit.ops.patch_features import flatten_patches, pyramid_embedding
@@ -64,12 +65,15 @@ class PatchCore(BackboneModel):
                  patch_size: int = 3, sigma: float = 4.0, coreset_search: str = "auto", seed: int = 0) -> None:
         super().__init__(backbone=backbone, layers=layers, weights=weights, image_size=image_size,
                          crop_size=crop_size)
-        if not 0.0 < coreset_ratio <= 1.0:
-            raise ValueError(f"coreset_ratio must be in (0, 1], got {coreset_ratio}")
+        if not (isinstance(coreset_ratio, (int, float)) and 0.0 < coreset_ratio <= 1.0):
+            raise ParameterError(f"coreset_ratio must be in (0, 1], got {coreset_ratio!r}")
         if coreset_search not in ("auto", "exact", "ivf"):
-            raise ValueError(f"coreset_search must be 'auto', 'exact' or 'ivf', got {coreset_search!r}")
-        if num_neighbours < 1 or patch_size < 1 or projection_dim < 1:
-            raise ValueError("num_neighbours, patch_size and projection_dim must be >= 1")
+            raise ParameterError(f"coreset_search must be 'auto', 'exact' or 'ivf', got {coreset_search!r}")
+        for name, value in (("num_neighbours", num_neighbours), ("patch_size", patch_size),
+                            ("projection_dim", projection_dim)):
+            if not (isinstance(value, int) and value >= 1):
+                raise ParameterError(f"{name} must be an integer >= 1, got {value!r}")
+        check_sigma(sigma)
         self.coreset_ratio = coreset_ratio
         self.projection_dim = projection_dim
         self.num_neighbours = num_neighbours

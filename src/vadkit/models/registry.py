@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib
 
-from vadkit.errors import VadkitError
+from vadkit.errors import ParameterError, VadkitError
 
 # name -> module defining it; modules are imported on demand so that listing methods stays cheap
 _MODULES = {
@@ -47,4 +47,9 @@ def create_model(name: str, **params):
     if unknown:
         raise VadkitError(f"unknown parameter(s) for {name}: {', '.join(unknown)}."
                           f"{_suggest(unknown[0], valid)} Valid parameters: {', '.join(valid)}")
-    return cls(**params)
+    try:
+        return cls(**params)
+    except VadkitError:
+        raise
+    except (TypeError, ValueError) as error:  # a value of the wrong type deep in a constructor
+        raise ParameterError(f"invalid parameter value for {name}: {error}") from None
