@@ -55,12 +55,14 @@ def _run(action):
 
     from vadkit.errors import VadkitError
 
-    warnings.formatwarning = _one_line_warning
+    previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return action()
     except VadkitError as error:
         click.secho(f"error: {error}", fg="red", err=True)
         sys.exit(2)
+    finally:
+        warnings.formatwarning = previous
 
 
 def _print_metrics(metrics: dict, title: str) -> None:

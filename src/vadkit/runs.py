@@ -99,7 +99,6 @@ def train(*, data: str | Path | None, layout: str, model_name: str, params: dict
           layout_options: dict[str, Any] | None = None, batch_size: int | None = None, overlays: int = 8,
           skip_bad_images: bool = False, progress: bool | None = None) -> dict[str, Any]:
     """Fit, evaluate, calibrate and save; returns the metrics written to ``out/metrics.json``."""
-    from vadkit import __version__
     from vadkit.models import create_model
 
     out = Path(out)
@@ -124,16 +123,8 @@ def train(*, data: str | Path | None, layout: str, model_name: str, params: dict
         **(evaluation.metrics if evaluation else {"n_test": 0}),
         "n_train": len(train_set),
         "fit_seconds": fit_seconds,
-        "model": model.name,
-        "backbone": getattr(model, "backbone", None),
-        "params": model.get_params(),
-        "threshold": model.threshold,
-        "threshold_rule": model.threshold_rule,
-        "data": None if data is None else str(Path(data).resolve()),
-        "layout": layout,
-        "layout_options": layout_options or {},
+        **_run_info(model, data, layout, layout_options),
         "skipped_images": [str(p) for p in train_set.skipped + (test_set.skipped if test_set else [])],
-        "vadkit_version": __version__,
     }
     write_json(out / METRICS_FILE, metrics)
     if evaluation is not None:
@@ -145,7 +136,6 @@ def test(*, model_path: str | Path, data: str | Path | None, layout: str, out: s
          layout_options: dict[str, Any] | None = None, batch_size: int | None = None, overlays: int = 8,
          skip_bad_images: bool = False, progress: bool | None = None) -> dict[str, Any]:
     """Evaluate a saved model on a layout's test split; writes ``out/metrics.json``."""
-    from vadkit import __version__
     from vadkit.data import ImageDataset, load_split
     from vadkit.models import load_model
 
@@ -153,13 +143,28 @@ def test(*, model_path: str | Path, data: str | Path | None, layout: str, out: s
     split = load_split(layout, data, **(layout_options or {}))
     test_set = ImageDataset(split.test, model.transform, skip_bad_images=skip_bad_images)
     evaluation = evaluate(model, test_set, batch_size=batch_size, progress=progress)
-    metrics = {**evaluation.metrics, "model": model.name, "backbone": getattr(model, "backbone", None),
-               "params": model.get_params(), "threshold": model.threshold, "model_file": str(Path(model_path)),
-               "data": None if data is None else str(Path(data).resolve()), "layout": layout,
-               "skipped_images": [str(p) for p in test_set.skipped], "vadkit_version": __version__}
+    metrics = {**evaluation.metrics, **_run_info(model, data, layout, layout_options),
+               "model_file": str(Path(model_path)), "skipped_images": [str(p) for p in test_set.skipped]}
     write_json(Path(out) / METRICS_FILE, metrics)
     write_overlays(Path(out) / "overlays", model, test_set, evaluation, overlays)
     return metrics
+
+
+def _run_info(model, data, layout: str, layout_options: dict[str, Any] | None) -> dict[str, Any]:
+    """The metrics.json keys that say what ran: model, parameters, threshold, data, vadkit version."""
+    from vadkit import __version__
+
+    return {
+        "model": model.name,
+        "backbone": getattr(model, "backbone", None),
+        "params": model.get_params(),
+        "threshold": model.threshold,
+        "threshold_rule": model.threshold_rule,
+        "data": None if data is None else str(Path(data).resolve()),
+        "layout": layout,
+        "layout_options": layout_options or {},
+        "vadkit_version": __version__,
+    }
 
 
 def predict(*, model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
@@ -182,7 +187,7 @@ def predict(*, model_path: str | Path, inputs: Sequence[str | Path], out: str | 
     position = 0
     from vadkit.progress import track
 
-    total = -(-len(dataset) // (batch_size or model.default_batch_size))
+    total = model.n_batches(len(dataset), batch_size)
     for part in track(model.predict_batches(dataset, batch_size=batch_size), "predicting", total=total,
                       enabled=progress):
         for score, anomaly_map, label in zip(part.scores, part.maps, _labels(part)):

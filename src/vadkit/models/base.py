@@ -100,6 +100,10 @@ class AnomalyModel(ABC):
         samples = [item if isinstance(item, Sample) else Sample(Path(item)) for item in data]
         return ImageDataset(samples, self.transform)
 
+    def n_batches(self, n_images: int, batch_size: int | None = None) -> int:
+        """How many batches ``n_images`` make (for progress bars)."""
+        return -(-n_images // (batch_size or self.default_batch_size))
+
     def _batches(self, data: Images, batch_size: int | None) -> Iterator[torch.Tensor]:
         if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
             raise ParameterError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -121,9 +125,8 @@ class AnomalyModel(ABC):
             raise VadkitError("fit needs at least one training image")
         from vadkit.progress import track
 
-        n_batches = -(-n // (batch_size or self.default_batch_size))
         batches = track(self._batches(dataset, batch_size), f"{self.name}: extracting training features",
-                        total=n_batches, enabled=progress)
+                        total=self.n_batches(n, batch_size), enabled=progress)
         self._fit(batches, n_images=n, progress=progress)
         self.fitted = True
         self.threshold, self.threshold_rule = None, None
@@ -143,10 +146,11 @@ class AnomalyModel(ABC):
         """Scores (N,) and maps (N, H, W) for a batch tensor, an ImageDataset, samples or image paths."""
         from vadkit.progress import track
 
-        batches = self.predict_batches(data, batch_size=batch_size)
         total = None
         if not isinstance(data, torch.Tensor):
-            total = -(-len(self.as_dataset(data)) // (batch_size or self.default_batch_size))
+            data = self.as_dataset(data)  # once: building a dataset checks (decodes) every file
+            total = self.n_batches(len(data), batch_size)
+        batches = self.predict_batches(data, batch_size=batch_size)
         parts = list(track(batches, "predicting", total=total, enabled=progress if total else False))
         return Prediction.concatenate(parts)
 
