@@ -1,4 +1,4 @@
-"""The ``vadkit`` command line: train, test, predict, demo.
+"""The ``vadkit`` command line: train, test, predict, eval, compare, report, demo.
 
 Heavy libraries (torch, faiss) are imported inside the commands, never at module level, so that
 ``vadkit --help`` answers instantly (a test checks that torch is not imported). Errors vadkit raises on
@@ -65,21 +65,58 @@ def _run(action):
         warnings.formatwarning = previous
 
 
+SUMMARY_KEYS = ("image_auroc", "image_aupr", "image_f1_max", "pixel_auroc", "pixel_aupr", "pixel_f1_max",
+                "pixel_aupro", "pixel_aupro_005", "aupimo_mean", "image_precision", "image_recall", "image_fpr",
+                "n_train", "n_test", "fit_seconds", "predict_ms_per_image", "threshold")
+
+
 def _print_metrics(metrics: dict, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    intervals = metrics.get("intervals") or {}
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("image_auroc", "image_aupr", "image_f1_max", "pixel_auroc", "pixel_aupr", "pixel_f1_max",
-                "pixel_aupro", "n_train", "n_test", "fit_seconds", "predict_ms_per_image", "threshold"):
+    table.add_column("95% interval", justify="right")
+    for key in SUMMARY_KEYS:
         if metrics.get(key) is not None:
             value = metrics[key]
-            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+            interval = intervals.get(key)
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value),
+                          f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
     for key, reason in metrics.get("skipped_metrics", {}).items():
-        table.add_row(key, f"[dim]n/a: {reason}[/dim]")
+        table.add_row(key, f"[dim]n/a: {reason}[/dim]", "")
     Console().print(table)
+    per_defect = metrics.get("per_defect") or {}
+    if per_defect:
+        columns = [c for c in ("image_auroc", "pixel_auroc", "pixel_aupro", "aupimo_mean")
+                   if any(c in values for values in per_defect.values())]
+        defects = Table(title="per defect type (normal images + that type)")
+        defects.add_column("defect type")
+        for column in columns:
+            defects.add_column(column, justify="right")
+        for defect, values in per_defect.items():
+            defects.add_row(defect, *[f"{values[c]:.4f}" if c in values else "n/a" for c in columns])
+        Console().print(defects)
+
+
+def _print_comparison(comparison) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"B - A: {comparison.run_b} vs {comparison.run_a} ({comparison.n_images} images)")
+    for column in ("metric", "A", "B", "B - A", "95% interval of B - A", "p"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, row in comparison.rows.items():
+        interval = (f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]" if row.get("ci_low") is not None
+                    else "[dim]unpaired: see each run[/dim]")
+        p_value = f"{row['p_value']:.3g}" if row.get("p_value") is not None else ""
+        table.add_row(name, f"{row['a']:.4f}", f"{row['b']:.4f}", f"{row['difference']:+.4f}", interval, p_value)
+    console = Console()
+    console.print(table)
+    for name, test in comparison.tests.items():
+        console.print(f"{name}: statistic {test['statistic']:.4g}, p = {test['p_value']:.3g} ({test['method']})")
 
 
 layout_option = click.option("--layout", default="mvtec", show_default=True,
@@ -125,7 +162,8 @@ def train(data, layout, options, model_name, backbone, params, out, overlays, ba
                              layout_options=parse_assignments(options, "--option"), batch_size=batch_size,
                              overlays=overlays, skip_bad_images=skip_bad_images, progress=False if quiet else None)
         _print_metrics(metrics, f"{model_name} on {data or layout}")
-        click.echo(f"wrote {out / runs.MODEL_FILE}, {out / runs.METRICS_FILE}, {out / 'overlays'}/")
+        click.echo(f"wrote {out / runs.MODEL_FILE}, {out / runs.METRICS_FILE}, {out / runs.PREDICTIONS_NPZ}, "
+                   f"{out / runs.PER_IMAGE_FILE}, {out / 'overlays'}/ (vadkit report {out} makes report.html)")
 
     _run(action)
 
@@ -152,7 +190,7 @@ def test(model_path, data, layout, options, out, overlays, batch_size, skip_bad_
                             layout_options=parse_assignments(options, "--option"), batch_size=batch_size,
                             overlays=overlays, skip_bad_images=skip_bad_images, progress=False if quiet else None)
         _print_metrics(metrics, f"{model_path} on {data or layout}")
-        click.echo(f"wrote {out / runs.METRICS_FILE}")
+        click.echo(f"wrote {out / runs.METRICS_FILE}, {out / runs.PREDICTIONS_NPZ}, {out / runs.PER_IMAGE_FILE}")
 
     _run(action)
 
@@ -174,6 +212,72 @@ def predict(model_path, inputs, out, no_overlays, batch_size, skip_bad_images, q
         target = runs.predict(model_path=model_path, inputs=inputs, out=out, batch_size=batch_size,
                               overlays=not no_overlays, skip_bad_images=skip_bad_images,
                               progress=False if quiet else None)
+        click.echo(f"wrote {target}")
+
+    _run(action)
+
+
+run_dir_argument = click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+resamples_option = click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True,
+                                help="Bootstrap resamples for the confidence intervals.")
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+
+
+@main.command(name="eval")
+@run_dir_argument
+@resamples_option
+@seed_option
+@click.option("--no-intervals", is_flag=True, help="Skip the bootstrap confidence intervals.")
+@click.option("--aupimo-fpr", nargs=2, type=float, default=(1e-5, 1e-4), show_default=True,
+              metavar="LOW HIGH", help="AUPIMO integration range of the normal-image false positive rate.")
+def eval_command(run_dir, resamples, seed, no_intervals, aupimo_fpr):
+    """Recompute every metric of a run folder from its predictions.npz (no model, no dataset needed)."""
+
+    def action():
+        from vadkit.runs.recompute import eval_run
+
+        metrics = eval_run(run_dir, intervals=not no_intervals, n_resamples=resamples, seed=seed,
+                           fpr_bounds=tuple(aupimo_fpr))
+        _print_metrics(metrics, f"{run_dir}")
+        click.echo(f"wrote {run_dir / 'metrics.json'} and {run_dir / 'per_image.csv'}")
+
+    _run(action)
+
+
+@main.command()
+@click.argument("run_a", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("run_b", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@resamples_option
+@seed_option
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for compare.json (default: not written).")
+def compare(run_a, run_b, resamples, seed, out):
+    """Compare run B with run A on the same test set: metric deltas, paired intervals and tests."""
+
+    def action():
+        from vadkit.runs.recompute import compare_runs
+
+        comparison = compare_runs(run_a, run_b, n_resamples=resamples, seed=seed, out=out)
+        _print_comparison(comparison)
+        if out is not None:
+            click.echo(f"wrote {out / 'compare.json'}")
+
+    _run(action)
+
+
+@main.command()
+@run_dir_argument
+@click.option("--gallery", "gallery_size", type=click.IntRange(min=0), default=120, show_default=True,
+              help="Most images in the gallery (all misclassified first, then spread over the scores).")
+@resamples_option
+@seed_option
+def report(run_dir, gallery_size, resamples, seed):
+    """Write RUN_DIR/report.html: summary, curves, per-defect table and an image gallery (works offline)."""
+
+    def action():
+        from vadkit.runs.reporting import report_run
+
+        target = report_run(run_dir, gallery_size=gallery_size, n_resamples=resamples, seed=seed)
         click.echo(f"wrote {target}")
 
     _run(action)

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from tests.conftest import shared_datasets
 from vadkit import runs
 from vadkit.cli import main
+from vadkit.runs.recompute import eval_run
 
 
 def test_demo_command_runs_offline_on_elpv_and_detects_defects(tmp_path):
@@ -34,3 +35,9 @@ def test_battery_weld(tmp_path, model, params, min_auroc, min_aupro):
     assert metrics["n_train"] == 37 and metrics["n_test"] == 128
     assert metrics["image_auroc"] >= min_auroc
     assert metrics["pixel_aupro"] >= min_aupro
+    low, high = metrics["intervals"]["image_auroc"]
+    assert low <= metrics["image_auroc"] <= high and high - low < 0.2
+    # `vadkit eval` recomputes exactly what the run wrote, from predictions.npz alone
+    recomputed = eval_run(tmp_path)
+    for key in ("image_auroc", "pixel_auroc", "pixel_aupro", "pixel_aupro_005", "per_defect", "intervals"):
+        assert recomputed[key] == metrics[key], key

@@ -80,3 +80,19 @@ def test_invalid_input_raises_value_error_naming_the_problem(labels, scores, mat
         binary_clf_curve(labels, scores)
     # Invalid input is a bug, not an undefined metric: compute_metrics must not swallow it.
     assert not isinstance(info.value, UndefinedMetricError)
+
+
+def test_float16_scores_give_the_same_curve_as_float64():
+    """float16 maps are sorted through 16-bit keys (a radix sort); the curve must not change."""
+    from vadkit.metrics.curves import binary_clf_curve
+
+    rng = np.random.default_rng(5)
+    scores = rng.normal(size=5000).astype(np.float16)
+    scores[:50] = -0.0
+    scores[50:100] = 0.0
+    scores[100:110] = np.float16(-65504.0)
+    labels = rng.random(5000) < 0.3
+    fps16, tps16, thresholds16 = binary_clf_curve(labels, scores)
+    fps, tps, thresholds = binary_clf_curve(labels, scores.astype(np.float64))
+    assert np.array_equal(fps16, fps) and np.array_equal(tps16, tps)
+    assert np.array_equal(thresholds16.astype(np.float64), thresholds)

@@ -23,28 +23,74 @@ from vadkit.metrics.image import (
     f1_max_from_curve,
     f1_max_threshold,
 )
+from vadkit.metrics.pimo import AUPIMOResult, PIMOCurves, aupimo, pimo_curves
 from vadkit.metrics.pixel import pixel_aupr, pixel_auroc, pixel_clf_curve, pixel_f1_max
-from vadkit.metrics.pro import aupro, pro_curve
-from vadkit.metrics.report import IMAGE_METRICS, PIXEL_METRICS, MetricsReport, compute_metrics
+from vadkit.metrics.pro import aupro, aupro_from_curve, pro_curve
+from vadkit.metrics.report import CURVE_POINTS, IMAGE_METRICS, PIXEL_METRICS, MetricsReport, compute_metrics
+from vadkit.metrics.breakdown import per_defect_metrics
+from vadkit.metrics.binned import PixelHistogram, per_image_histograms, quantile_edges, uniform_edges
+from vadkit.metrics.bootstrap import Interval, bootstrap_image_ci, bootstrap_mean_ci, bootstrap_pixel_ci
+from vadkit.metrics.paired import PairedTest, delong_test, paired_bootstrap, wilcoxon_per_image
+from vadkit.metrics.thresholds import (
+    ThresholdChoice,
+    ThresholdedMetrics,
+    confusion_at,
+    per_image_pixel_scores,
+    pixel_confusion_at,
+    threshold_for_fpr,
+    threshold_for_recall,
+)
+from vadkit.metrics.spro import LocoRegion, SaturatedRegion, auspro, load_loco_regions, spro_curve
 
 __all__ = [
+    "Interval",
+    "PairedTest",
+    "PixelHistogram",
+    "ThresholdChoice",
+    "ThresholdedMetrics",
+    "bootstrap_image_ci",
+    "bootstrap_mean_ci",
+    "bootstrap_pixel_ci",
+    "confusion_at",
+    "delong_test",
+    "paired_bootstrap",
+    "per_image_histograms",
+    "per_image_pixel_scores",
+    "pixel_confusion_at",
+    "quantile_edges",
+    "threshold_for_fpr",
+    "threshold_for_recall",
+    "uniform_edges",
+    "wilcoxon_per_image",
+    "CURVE_POINTS",
     "IMAGE_METRICS",
     "PIXEL_METRICS",
+    "AUPIMOResult",
+    "LocoRegion",
     "MetricsReport",
+    "PIMOCurves",
+    "SaturatedRegion",
     "UndefinedMetricError",
+    "aupimo",
     "aupr",
     "aupr_from_curve",
     "aupro",
+    "aupro_from_curve",
     "auroc",
     "auroc_from_curve",
+    "auspro",
     "binary_clf_curve",
     "compute_metrics",
     "f1_max",
     "f1_max_from_curve",
     "f1_max_threshold",
+    "load_loco_regions",
+    "per_defect_metrics",
+    "pimo_curves",
     "pixel_aupr",
     "pixel_auroc",
     "pixel_clf_curve",
     "pixel_f1_max",
     "pro_curve",
+    "spro_curve",
 ]

@@ -120,11 +120,25 @@ def sort_score_runs(scores: np.ndarray) -> ScoreRuns:
     """Sort a validated 1-D score array once, descending, and find its runs of tied scores."""
     # Stable ascending sort, reversed: descending order. Order inside a run of ties is irrelevant because a run
     # is only ever evaluated as a whole.
-    order = np.argsort(scores, kind="stable")[::-1]
+    order = np.argsort(_sort_key(scores), kind="stable")[::-1]
     sorted_scores = scores[order]
     is_new_run = sorted_scores[1:] != sorted_scores[:-1]  # bool, no float copy (unlike np.diff)
     starts = np.concatenate(([0], np.flatnonzero(is_new_run) + 1)).astype(np.int64, copy=False)
     return ScoreRuns(order=order, starts=starts, thresholds=sorted_scores[starts], n_items=scores.size)
+
+
+def _sort_key(scores: np.ndarray) -> np.ndarray:
+    """float16 scores as uint16 keys in the same order, so numpy's stable sort is a radix sort (O(n)).
+
+    float16 is how run folders store anomaly maps; sorting tens of millions of them is the main cost of pixel
+    metrics, and the radix sort of their 16-bit keys is about 5x faster than a comparison sort. The key flips
+    every bit of a negative number and only the sign bit of a positive one (the IEEE-754 total order; -0.0
+    sorts just below +0.0, which compare equal and so still form one run).
+    """
+    if scores.dtype != np.float16:
+        return scores
+    bits = scores.view(np.uint16)
+    return np.where(bits & 0x8000, ~bits, bits | 0x8000).astype(np.uint16, copy=False)
 
 
 def binary_clf_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ from vadkit.errors import UndefinedMetricError
 from vadkit.metrics.curves import sort_score_runs, validate_labels, validate_scores
 from vadkit.metrics.pixel import as_mask_and_map_stacks
 
-__all__ = ["aupro", "label_regions", "pro_curve"]
+__all__ = ["aupro", "aupro_from_curve", "label_regions", "pro_curve"]
 
 # 8-connectivity inside each (H, W) plane and no connection along the image axis: labelling the whole (N, H, W)
 # stack at once is then identical to labelling each image separately, without a Python loop over images.
@@ -130,6 +130,14 @@ def aupro(masks, maps, fpr_limit: float = 0.3) -> float:
     if not 0.0 < fpr_limit <= 1.0:
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}.")
     fpr, pro, _ = pro_curve(masks, maps)
+    return aupro_from_curve(fpr, pro, fpr_limit)
+
+
+def aupro_from_curve(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
+    """``aupro`` from a ``pro_curve`` result, so one curve serves several FPR limits (0.05 and 0.3)."""
+    fpr_limit = float(fpr_limit)
+    if not 0.0 < fpr_limit <= 1.0:
+        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}.")
     fpr = np.concatenate(([0.0], fpr))
     pro = np.concatenate(([0.0], pro))
     # The exact value lies in [0, 1]; clipping only removes float rounding (e.g. 1.0000000000000002).

@@ -139,7 +139,8 @@ class AnomalyModel(ABC):
         for images in self._batches(data, batch_size):
             scores, maps = self._predict_batch(images)
             scores = scores.float().cpu().numpy()
-            labels = None if self.threshold is None else (scores >= self.threshold).astype(np.int64)
+            # Compared in float64, as the metrics do: numpy would round the threshold to the scores' float32.
+            labels = None if self.threshold is None else (scores >= np.float64(self.threshold)).astype(np.int64)
             yield Prediction(scores, maps.float().cpu().numpy(), labels)
 
     def predict(self, data: Images, *, batch_size: int | None = None, progress: bool | None = None) -> Prediction:

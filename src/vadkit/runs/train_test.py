@@ -1,18 +1,20 @@
-"""Run folders: what ``vadkit train``, ``test``, ``predict`` and ``demo`` do, as plain Python functions.
+"""What ``vadkit train``, ``test``, ``predict`` and ``demo`` do, as plain Python functions.
 
-An app layer (DESIGN.md): it composes data, models and metrics and adds no algorithm. A training run
-writes ``OUT/model.vad``, ``OUT/metrics.json`` and ``OUT/overlays/*.png``.
+An app layer (DESIGN.md): it composes data, models and metrics and adds no algorithm. A training run writes
+``OUT/model.vad``; a training or test run writes ``OUT/metrics.json``, ``OUT/predictions.npz`` (raw scores and
+maps, see ``record.py``), ``OUT/per_image.csv`` and ``OUT/overlays/*.png``.
 
-``metrics.json`` is flat and stable so scripts can read it: ``image_auroc``, ``image_aupr``,
-``image_f1_max``, and ``pixel_auroc``, ``pixel_aupr``, ``pixel_f1_max``, ``pixel_aupro`` only when the test
-set has masks; then ``n_train``, ``n_test``, ``fit_seconds``, ``predict_ms_per_image``, ``model``,
-``backbone``, ``params``, ``threshold``, ``threshold_rule``, ``data``, ``layout``, ``vadkit_version``, and
-``skipped_metrics`` (metric -> reason, for metrics undefined on this test set).
+``metrics.json`` is stable so scripts can read it: the metric keys of ``evaluation.py`` (``image_auroc``,
+``pixel_aupro``, ``pixel_aupro_005``, ``aupimo_mean``, ``per_defect``, ``intervals``, ...), then ``n_train``,
+``n_test``, ``fit_seconds``, ``predict_ms_per_image``, ``model``, ``backbone``, ``params``, ``threshold``,
+``threshold_rule``, ``data``, ``layout``, ``vadkit_version``, and ``skipped_metrics`` (metric -> reason, for
+metrics undefined on this test set).
 
 Threshold: after training, the model is calibrated on the test split (F1-optimal when it holds anomalies;
 see ``AnomalyModel.calibrate``), the convention of MVTec-style benchmarks, which have no validation split.
-It only affects the labels written by ``predict`` and the overlay masks; the threshold-free metrics
-(AUROC, AUPR, F1-max, AU-PRO) do not depend on it. For production, calibrate on a held-out set instead.
+It only affects the labels written by ``predict``, the thresholded metrics and the overlay masks; the
+threshold-free metrics (AUROC, AUPR, F1-max, AU-PRO, AUPIMO) do not depend on it. For production, calibrate
+on a held-out set instead.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import json
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vadkit.runs.evaluation import RecordEvaluation, evaluate_record, write_per_image_csv
+from vadkit.runs.record import PredictionRecord
 
 MODEL_FILE = "model.vad"
 METRICS_FILE = "metrics.json"
@@ -35,25 +40,59 @@ PREDICTIONS_FILE = "predictions.jsonl"
 @dataclass
 class Evaluation:
     metrics: dict[str, Any]
-    scores: np.ndarray
-    maps: np.ndarray
+    record: PredictionRecord
+    details: RecordEvaluation
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.record.scores
+
+    @property
+    def maps(self) -> np.ndarray:
+        return self.record.maps
 
 
-def evaluate(model, dataset, *, batch_size: int | None = None, progress: bool | None = None) -> Evaluation:
-    """Predict a labelled dataset and compute every metric its labels and masks allow."""
-    from vadkit.metrics import compute_metrics
+def evaluate(model, dataset, *, batch_size: int | None = None, progress: bool | None = None,
+             calibrate: bool = False, intervals: bool = True, run_info: dict[str, Any] | None = None) -> Evaluation:
+    """Predict a labelled dataset and compute every metric its labels and masks allow.
 
+    With ``calibrate=True`` the model's threshold is first set from these predictions (the test-split
+    convention, see the module docstring), so that the thresholded metrics use it.
+    """
     start = time.perf_counter()
     prediction = model.predict(dataset, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - start
-    masks = dataset.masks_array() if dataset.has_masks else None
-    report = compute_metrics(dataset.labels, prediction.scores, masks, prediction.maps if masks is not None else None)
-    metrics: dict[str, Any] = dict(report.values)
-    metrics["n_test"] = len(dataset)
-    metrics["predict_ms_per_image"] = 1000.0 * seconds / len(dataset)
-    if report.skipped:
-        metrics["skipped_metrics"] = dict(report.skipped)
-    return Evaluation(metrics, prediction.scores, prediction.maps)
+    if calibrate:
+        _calibrate_on_test(model, prediction.scores, dataset.labels)
+    meta = {**(run_info or {}), "threshold": model.threshold, "threshold_rule": model.threshold_rule,
+            "transform": asdict(model.transform)}
+    record = PredictionRecord.from_prediction(dataset, prediction.scores, prediction.maps, meta)
+    details = evaluate_record(record, intervals=intervals)
+    record = record.with_aupimo(_aupimo_per_image(details, len(record)))
+    metrics = {**details.json_payload(), "predict_ms_per_image": 1000.0 * seconds / len(dataset)}
+    return Evaluation(metrics, record, details)
+
+
+def _calibrate_on_test(model, scores: np.ndarray, labels: np.ndarray) -> None:
+    if labels.min() == 0:
+        model.calibrate_from_scores(scores, labels, source="the test split")
+    else:
+        warnings.warn("the test split holds no normal images: the model is saved uncalibrated (no threshold; "
+                      "predict writes label null) - run model.calibrate() on normal images", stacklevel=3)
+
+
+def _aupimo_per_image(details: RecordEvaluation, n: int) -> np.ndarray:
+    aupimo = details.report.aupimo
+    return aupimo.per_image if aupimo is not None else np.full(n, np.nan)
+
+
+def save_evaluation(out: Path, evaluation: Evaluation, run_facts: dict[str, Any]) -> dict[str, Any]:
+    """Write metrics.json (metrics + run facts), predictions.npz and per_image.csv; returns the metrics."""
+    metrics = {**evaluation.metrics, **run_facts}
+    write_json(out / METRICS_FILE, metrics)
+    evaluation.record.save(out)
+    write_per_image_csv(out, evaluation.details.per_image)
+    return metrics
 
 
 def write_overlays(folder: Path, model, dataset, evaluation: Evaluation, count: int = 8) -> list[Path]:
@@ -72,7 +111,7 @@ def write_overlays(folder: Path, model, dataset, evaluation: Evaluation, count: 
         name = Path(item["path"]).stem
         truth = "anomalous" if item["label"] else "normal"
         caption = f"{item['defect_type']} ({truth})  score {evaluation.scores[index]:.3f}"
-        written.append(_save(folder / f"{item['defect_type']}_{name}.png", image, evaluation.maps[index],
+        written.append(_save(folder / f"{item['defect_type']}_{name}.png", image, evaluation.maps[index].astype(np.float32),
                              vmin, vmax, model.threshold, caption))
     return written
 
@@ -107,28 +146,21 @@ def train(*, data: str | Path | None, layout: str, model_name: str, params: dict
     start = time.perf_counter()
     model.fit(train_set, batch_size=batch_size, progress=progress)
     fit_seconds = time.perf_counter() - start
-    evaluation = None
+    facts = {"n_train": len(train_set), "fit_seconds": fit_seconds,
+             "skipped_images": [str(p) for p in train_set.skipped + (test_set.skipped if test_set else [])]}
     if test_set is None:
         warnings.warn("the test split is empty: the model is trained and saved, but not evaluated or calibrated",
                       stacklevel=2)
-    else:
-        evaluation = evaluate(model, test_set, batch_size=batch_size, progress=progress)
-        if test_set.labels.min() == 0:
-            model.calibrate_from_scores(evaluation.scores, test_set.labels, source="the test split")
-        else:
-            warnings.warn("the test split holds no normal images: the model is saved uncalibrated (no threshold; "
-                          "predict writes label null) - run model.calibrate() on normal images", stacklevel=2)
+        model.save(out / MODEL_FILE)
+        metrics = {"n_test": 0, **facts, **_run_info(model, data, layout, layout_options)}
+        write_json(out / METRICS_FILE, metrics)
+        return metrics
+    evaluation = evaluate(model, test_set, batch_size=batch_size, progress=progress, calibrate=True,
+                          run_info=_run_info(model, data, layout, layout_options))
     model.save(out / MODEL_FILE)
-    metrics = {
-        **(evaluation.metrics if evaluation else {"n_test": 0}),
-        "n_train": len(train_set),
-        "fit_seconds": fit_seconds,
-        **_run_info(model, data, layout, layout_options),
-        "skipped_images": [str(p) for p in train_set.skipped + (test_set.skipped if test_set else [])],
-    }
-    write_json(out / METRICS_FILE, metrics)
-    if evaluation is not None:
-        write_overlays(out / "overlays", model, test_set, evaluation, overlays)
+    # Run facts are read after calibration, so metrics.json carries the threshold the model was saved with.
+    metrics = save_evaluation(out, evaluation, {**facts, **_run_info(model, data, layout, layout_options)})
+    write_overlays(out / "overlays", model, test_set, evaluation, overlays)
     return metrics
 
 
@@ -142,12 +174,19 @@ def test(*, model_path: str | Path, data: str | Path | None, layout: str, out: s
     model = load_model(model_path)
     split = load_split(layout, data, **(layout_options or {}))
     test_set = ImageDataset(split.test, model.transform, skip_bad_images=skip_bad_images)
-    evaluation = evaluate(model, test_set, batch_size=batch_size, progress=progress)
-    metrics = {**evaluation.metrics, **_run_info(model, data, layout, layout_options),
-               "model_file": str(Path(model_path)), "skipped_images": [str(p) for p in test_set.skipped]}
-    write_json(Path(out) / METRICS_FILE, metrics)
+    info = _run_info(model, data, layout, layout_options)
+    evaluation = evaluate(model, test_set, batch_size=batch_size, progress=progress, run_info=info)
+    metrics = save_evaluation(Path(out), evaluation, {**info, "model_file": str(Path(model_path)),
+                                                      "skipped_images": [str(p) for p in test_set.skipped]})
     write_overlays(Path(out) / "overlays", model, test_set, evaluation, overlays)
     return metrics
+
+
+# metrics.json keys that describe the run rather than measure the predictions (kept by ``vadkit eval``).
+RUN_FACT_KEYS = frozenset({
+    "n_train", "fit_seconds", "predict_ms_per_image", "skipped_images", "model_file", "model", "backbone",
+    "params", "threshold", "threshold_rule", "data", "layout", "layout_options", "vadkit_version",
+})
 
 
 def _run_info(model, data, layout: str, layout_options: dict[str, Any] | None) -> dict[str, Any]:

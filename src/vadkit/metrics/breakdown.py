@@ -1,0 +1,44 @@
+"""Every metric per defect type: how well a model finds *cracks* as opposed to *scratches*.
+
+Convention (the one MVTec-style papers and anomalib use for per-defect tables): the metrics of defect type
+``d`` are computed on all normal images plus the anomalous images of type ``d``. Each defect type is then
+judged against the same false alarms, and a type with few images is not drowned by the others. The normal
+images are those with label 0, whatever their ``defect_type`` string says.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vadkit.metrics.report import MetricsReport, compute_metrics
+
+__all__ = ["per_defect_metrics"]
+
+
+def per_defect_metrics(labels, scores, defect_types, masks=None, maps=None,
+                       fpr_bounds: tuple[float, float] = (1e-5, 1e-4)) -> dict[str, MetricsReport]:
+    """``compute_metrics`` on (normal images + images of one defect type), for each defect type.
+
+    Args:
+        labels: (N,) 0/1 image labels. scores: (N,) image scores.
+        defect_types: (N,) defect type name of each image (ignored for normal images).
+        masks, maps: optional (N, H, W) ground truth and anomaly maps, as for ``compute_metrics``.
+
+    Returns:
+        defect type -> MetricsReport, in sorted order of the names. Empty when there are no anomalous images.
+    """
+    labels = np.asarray(labels)
+    defect_types = np.asarray(defect_types, dtype=str)
+    if len(defect_types) != len(labels):
+        raise ValueError(f"defect_types has {len(defect_types)} entries for {len(labels)} images")
+    scores = np.asarray(scores)
+    normal = labels == 0
+    reports = {}
+    for defect in sorted(set(defect_types[~normal].tolist())):
+        keep = normal | (defect_types == defect)
+        reports[defect] = compute_metrics(
+            labels[keep], scores[keep],
+            None if masks is None else masks[keep], None if maps is None else maps[keep],
+            fpr_bounds=fpr_bounds,
+        )
+    return reports

@@ -1,0 +1,58 @@
+"""How the report writes metric names and values: one place, so tables and plot titles agree."""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+__all__ = ["format_value", "metric_label"]
+
+_ACRONYMS = {"auroc": "AUROC", "aupr": "AUPR", "aupro": "AU-PRO", "aupimo": "AUPIMO", "auspro": "AU-sPRO",
+             "f1": "F1", "fpr": "FPR", "tpr": "TPR", "pro": "PRO", "ap": "AP", "iou": "IoU", "ms": "ms",
+             "gb": "GB", "mb": "MB", "tp": "TP", "fp": "FP", "tn": "TN", "fn": "FN"}
+_KNOWN = {
+    "pixel_aupro": "Pixel AU-PRO (FPR ≤ 0.3)",
+    "pixel_aupro_005": "Pixel AU-PRO (FPR ≤ 0.05)",
+    "aupimo_mean": "Mean AUPIMO",
+    "aupimo_count": "Images with AUPIMO",
+    "image_aupr": "Image AUPR (AP)",
+    "pixel_aupr": "Pixel AUPR (AP)",
+    "vadkit": "vadkit",
+}
+
+
+def metric_label(key: str) -> str:
+    """A readable name for a metrics.json key: ``image_auroc`` -> ``Image AUROC``; other text is kept."""
+    if key in _KNOWN:
+        return _KNOWN[key]
+    if not key.replace("_", "").isalnum() or key != key.lower():
+        return key  # already prose ("test images") or a name we do not know how to improve
+    words = [_ACRONYMS.get(word, word) for word in key.split("_") if word]
+    if words and words[0] == words[0].lower():
+        words[0] = words[0].capitalize()
+    return " ".join(words)
+
+
+def format_value(value: object, digits: int = 4) -> str:
+    """Numbers with ``digits`` decimals (scientific below 1e-3, thousands separators above 1e4), None/NaN as an
+    em dash, booleans as yes/no, anything else with ``str``."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Integral):
+        return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
+    if isinstance(value, Real):
+        number = float(value)
+        if math.isnan(number):
+            return "—"
+        if math.isinf(number):
+            return "∞" if number > 0 else "-∞"
+        if number != 0 and abs(number) < 1e-3:
+            return f"{number:.2e}"
+        if abs(number) >= 1e4:
+            return f"{number:,.1f}"
+        return f"{number:.{digits}f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(format_value(v, digits) for v in value)
+    return str(value)
