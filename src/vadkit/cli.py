@@ -1,4 +1,4 @@
-"""The ``vadkit`` command line: train, test, predict, eval, compare, report, demo.
+"""The ``vadkit`` command line: train, test, predict, eval, compare, report, demo, profile.
 
 Heavy libraries (torch, faiss) are imported inside the commands, never at module level, so that
 ``vadkit --help`` answers instantly (a test checks that torch is not imported). Errors vadkit raises on
@@ -303,6 +303,121 @@ def demo(out, model_name, quiet):
                              layout_options=DEMO_LAYOUT_OPTIONS, progress=False if quiet else None)
         _print_metrics(metrics, f"demo: {model_name} on ELPV ({DEMO_LAYOUT_OPTIONS})")
         click.echo(f"wrote {out}/model.vad, metrics.json and overlays/")
+
+    _run(action)
+
+
+def _mib(n: int | float) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
+
+
+def _count(n: int | float) -> str:
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= factor:
+            return f"{n / factor:.3g} {suffix}"
+    return str(n)
+
+
+def _print_profile(figures: dict) -> None:
+    """The ``vadkit profile`` table (the --json output has the raw numbers)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def ms(key: str) -> str | None:
+        median, p95 = figures.get(key), figures.get(key.replace("_ms_", "_p95_ms_"))
+        if median is None:
+            return None
+        return f"{median:.1f} ms" + (f" (p95 {p95:.1f})" if p95 is not None else "")
+
+    def rss(phase: str) -> str | None:
+        peak, delta = figures.get(f"peak_rss_{phase}_mb"), figures.get(f"peak_rss_{phase}_delta_mb")
+        if peak is None:
+            return None
+        return f"{peak:.1f} MiB" + (f" (+{delta:.1f} during {phase})" if delta is not None else "")
+
+    n = figures["batch_n"]
+    analytic = {k.removeprefix("macs_analytic_"): v for k, v in figures.items() if k.startswith("macs_analytic_")}
+    rows = [
+        ("model", f"{figures['model']} ({figures['model_params']})"),
+        ("input", f"{figures['image_size']} px, {figures['memory_format'] or 'n/a'}; images: {figures['data']}"),
+        ("parameters", f"{_count(figures['params'])} ({_mib(figures['param_bytes'])})"),
+        ("MACs per image", None if figures["macs"] is None else
+         f"{_count(figures['macs'])} (counted by torch {_count(figures['macs_torch'])}"
+         + (f", declared by the model {_count(figures['macs_analytic'])})" if figures["macs_analytic"] else ")")),
+        *((f"  {name}", _count(value)) for name, value in analytic.items()),
+        ("MACs backbone", None if figures["macs_backbone"] is None else _count(figures["macs_backbone"])),
+        ("learned state (bank)", None if figures["bank_bytes"] is None else _mib(figures["bank_bytes"])),
+        ("model file", None if figures["file_bytes"] is None else _mib(figures["file_bytes"])),
+        ("fit", None if figures["fit_seconds"] is None else
+         f"{figures['fit_seconds']:.2f} s on {figures['n_train']} images"),
+        ("peak RSS fit", rss("fit")),
+        ("peak RSS predict", rss("predict")),
+        ("latency batch 1", ms("latency_ms_b1")),
+        (f"latency batch {n}", None if figures["latency_ms_bN"] is None else f"{ms('latency_ms_bN')} per image"),
+        ("backbone batch 1", ms("backbone_ms_b1")),
+        (f"backbone batch {n}", None if figures["backbone_ms_bN"] is None else
+         f"{figures['backbone_ms_bN']:.1f} ms per image"),
+        ("latency / backbone", None if figures["latency_ratio_b1"] is None else
+         f"{figures['latency_ratio_b1']:.2f} at batch 1, {figures['latency_ratio_bN']:.2f} at batch {n}"),
+        ("measured with", f"{figures['threads']} thread{'s' if figures['threads'] != 1 else ''}, median of "
+                          f"{figures['repeats']} after {figures['warmup']} warm-up; "
+                          f"RSS: {figures['rss_method'] or 'n/a'}; {figures['cpu']}"),
+    ]
+    table = Table(title=f"profile: {figures['model_file'] or figures['model']}")
+    table.add_column("figure")
+    table.add_column("value")
+    for name, value in rows:
+        table.add_row(name, "[dim]n/a[/dim]" if value is None else value)
+    console = Console()
+    console.print(table)
+    if figures.get("macs_uncounted"):
+        console.print(f"[dim]MACs {figures['macs_uncounted']}[/dim]")
+
+
+@main.command(name="profile")
+@click.argument("model_or_spec")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Dataset root (default: the offline ELPV solar-cell images of `vadkit demo`).")
+@click.option("--layout", default=None, help="Folder layout: mvtec (default with --data), folder, mtd, elpv.")
+@option_option
+@click.option("--backbone", default=None, help="Backbone, for a model name (default: the model's).")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Model parameter for a model name, repeatable (e.g. covariance=diagonal).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="N: the batch of the second latency figure, of fitting and of the predict-memory phase.")
+@click.option("--repeats", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Timed calls per latency figure (median and p95 reported).")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed calls first.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads for everything measured (default: the CPUs available to this process).")
+@click.option("--max-train", type=click.IntRange(min=1), default=None,
+              help="Fit on the first N training images only (default: all).")
+@click.option("--no-fit", is_flag=True, help="Profile an unfitted model name without training it.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of the table.")
+@quiet_option
+def profile_command(model_or_spec, data, layout, options, backbone, params, batch_size, repeats, warmup, threads,
+                    max_train, no_fit, as_json, quiet):
+    """Efficiency figures of MODEL_OR_SPEC (a .vad file, or a model name to create and fit): parameters,
+    MACs per image, learned-state and file size, peak RSS of fit and predict, latency at batch 1 and N, and
+    the backbone-only time they are compared with."""
+    model_params = parse_assignments(params, "--param")
+    if backbone:
+        model_params["backbone"] = backbone
+
+    def action():
+        import json
+
+        from vadkit.profiling import profile_model
+
+        result = profile_model(model_or_spec, data=data, layout=layout,
+                               layout_options=parse_assignments(options, "--option"), params=model_params or None,
+                               batch_size=batch_size, repeats=repeats, warmup=warmup, threads=threads,
+                               max_train=max_train, fit=not no_fit, progress=False if (quiet or as_json) else None)
+        figures = result.as_dict()
+        if as_json:
+            click.echo(json.dumps(figures))
+        else:
+            _print_profile(figures)
 
     _run(action)
 

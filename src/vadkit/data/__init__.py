@@ -6,9 +6,11 @@
   through :func:`load_split` and the :data:`LAYOUTS` registry.
 * :mod:`~vadkit.data.transforms`: :class:`Transform`, the deterministic resize/crop/normalise step.
 * :mod:`~vadkit.data.dataset`: :class:`ImageDataset`, a torch Dataset that checks every file first.
+* :mod:`~vadkit.data.augment`: :class:`AugmentedDataset`, many seeded crops/flips of real images (big
+  training sets for memory and scale tests).
 
-``Transform`` and ``ImageDataset`` need torch; they are imported on first use so that listing or splitting
-a dataset (and a CLI's ``--help``) does not pay torch's import time.
+``Transform``, ``ImageDataset`` and ``AugmentedDataset`` need torch; they are imported on first use so that
+listing or splitting a dataset (and a CLI's ``--help``) does not pay torch's import time.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from vadkit.data.layouts import LAYOUTS, layout_options, load_split, mvtec_categ
 from vadkit.data.samples import ANOMALOUS, NORMAL, Sample, Split
 
 if TYPE_CHECKING:
+    from vadkit.data.augment import AugmentedDataset
     from vadkit.data.dataset import ImageDataset
     from vadkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Transform
 
 _LAZY = {
+    "AugmentedDataset": "vadkit.data.augment",
     "ImageDataset": "vadkit.data.dataset",
     "Transform": "vadkit.data.transforms",
     "IMAGENET_MEAN": "vadkit.data.transforms",
@@ -32,6 +36,7 @@ _LAZY = {
 
 __all__ = [
     "ANOMALOUS",
+    "AugmentedDataset",
     "IMAGE_EXTENSIONS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

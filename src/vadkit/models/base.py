@@ -92,9 +92,14 @@ class AnomalyModel(ABC):
 
     def as_dataset(self, data: Images) -> ImageDataset:
         """Wrap samples, paths or a dataset with this model's transform (re-wrapping a dataset that was
-        built with another transform, so a user cannot feed wrongly normalised images by accident)."""
+        built with another transform, so a user cannot feed wrongly normalised images by accident).
+
+        Besides ImageDataset, any torch Dataset with a ``transform`` and ``with_transform(transform)`` (e.g.
+        :class:`~vadkit.data.AugmentedDataset`) is accepted and re-built the same way when needed."""
         if isinstance(data, ImageDataset):
             return data if data.transform == self.transform else ImageDataset(data.samples, self.transform)
+        if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "with_transform"):
+            return data if data.transform == self.transform else data.with_transform(self.transform)
         if isinstance(data, (str, Path)):
             data = [data]
         samples = [item if isinstance(item, Sample) else Sample(Path(item)) for item in data]

@@ -10,6 +10,13 @@ As the paper defines it:
   over a 3x3 neighbourhood (``patch_size``), the deeper map upsampled to the shallower one, concatenated;
 * memory bank: the greedy k-center coreset (``coreset_ratio`` of all training patches; 10% and 1% in the
   paper) chosen on a random projection to ``projection_dim`` dimensions (128 in the paper);
+* large training sets (not in the paper): the features are extracted batch by batch and never all held.
+  Up to ``max_patches_in_memory`` training patches, the coreset is exactly the paper's (one greedy
+  selection over all of them). Above it, a bounded-memory streaming selection keeps the bank at the
+  requested size: :class:`~vadkit.ops.streaming_coreset.StreamingKCenter` ("filter, then merge and
+  reduce": greedy k-center whenever a buffer of ``max_patches_in_memory`` patches fills, patches already
+  within the last selection's radius of it dropped on arrival). Its coverage radius is certified per fit
+  (:attr:`PatchCore.coreset_info`) and bounded by 2 OPT per reduce (4 OPT with the usual two reduces);
 * patch score: distance to the nearest memory-bank feature (exact search, faiss);
 * image score: the largest patch score s*, reweighted by how isolated its nearest bank feature m* is
   (eq. 7): s = (1 - exp(s*) / sum_{m in N_b(m*)} exp(||m_test - m||)) * s*, with N_b the ``num_neighbours``
@@ -30,10 +37,14 @@ import torch
 
 from vadkit.errors import ParameterError
 from vadkit.models.backbone_model import BackboneModel, check_sigma
-from vadkit.ops.coreset import greedy_kcenter, random_projection
+from vadkit.ops.coreset import random_projection
 from vadkit.ops.knn import NearestNeighbours
 from vadkit.ops.patch_features import flatten_patches, pyramid_embedding
 from vadkit.ops.smoothing import to_image_maps
+from vadkit.ops.streaming_coreset import StreamingKCenter
+
+#: the bank's storage types (``bank_dtype``); rows are float16 values either way (see ``_fit``)
+BANK_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 class PatchCore(BackboneModel):
@@ -55,6 +66,15 @@ class PatchCore(BackboneModel):
             much faster on large banks) or ``"auto"`` (IVF above 2e9 point-centre pairs); see
             :mod:`vadkit.ops.coreset`.
         seed: seed of the projection and of the coreset's starting point.
+        max_patches_in_memory: training patches held at once. Up to this many in total, the coreset is
+            the paper's exact selection over all of them (today's behaviour; magnetic_tile's 761 images
+            at 256 px are 0.78M patches); above it the selection streams in a buffer of this many patches
+            (see the module docstring). A buffered patch costs 2 C + 8 bytes (float16 features, id) plus
+            4 x projection_dim bytes when the features are projected (C > projection_dim), and the
+            selection works on a float32 copy: ~1.6 GB at the default 2**21 for mobilenet_v2 (C = 128).
+            Raised to twice the bank size when the bank is larger than half of it.
+        bank_dtype: storage of the memory bank, ``"float32"`` or ``"float16"`` (half the bank's memory and
+            file size; the same scores, since the bank rows are float16 values either way).
     """
 
     name = "patchcore"
@@ -62,7 +82,8 @@ class PatchCore(BackboneModel):
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
                  weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
                  coreset_ratio: float = 0.1, projection_dim: int = 128, num_neighbours: int = 9,
-                 patch_size: int = 3, sigma: float = 4.0, coreset_search: str = "auto", seed: int = 0) -> None:
+                 patch_size: int = 3, sigma: float = 4.0, coreset_search: str = "auto", seed: int = 0,
+                 max_patches_in_memory: int = 2**21, bank_dtype: str = "float32") -> None:
         super().__init__(backbone=backbone, layers=layers, weights=weights, image_size=image_size,
                          crop_size=crop_size)
         if not (isinstance(coreset_ratio, (int, float)) and 0.0 < coreset_ratio <= 1.0):
@@ -73,6 +94,10 @@ class PatchCore(BackboneModel):
                             ("projection_dim", projection_dim)):
             if not (isinstance(value, int) and value >= 1):
                 raise ParameterError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (isinstance(max_patches_in_memory, int) and max_patches_in_memory >= 1):
+            raise ParameterError(f"max_patches_in_memory must be an integer >= 1, got {max_patches_in_memory!r}")
+        if bank_dtype not in BANK_DTYPES:
+            raise ParameterError(f"bank_dtype must be one of {sorted(BANK_DTYPES)}, got {bank_dtype!r}")
         check_sigma(sigma)
         self.coreset_ratio = coreset_ratio
         self.projection_dim = projection_dim
@@ -81,7 +106,11 @@ class PatchCore(BackboneModel):
         self.sigma = sigma
         self.coreset_search = coreset_search
         self.seed = seed
+        self.max_patches_in_memory = max_patches_in_memory
+        self.bank_dtype = bank_dtype
         self.memory_bank: torch.Tensor | None = None
+        #: how the last fit selected its bank: streamed or not, reduces, radii, certified radius bound
+        self.coreset_info: dict[str, Any] = {}
         self._index: NearestNeighbours | None = None
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -89,43 +118,38 @@ class PatchCore(BackboneModel):
         return pyramid_embedding(self.features(images), self.chosen_layers(), self.patch_size)
 
     def _fit(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
-        full, selection_space = self._collect_patches(batches, n_images, progress)
-        k = max(1, int(round(self.coreset_ratio * full.shape[0])))
-        if k >= full.shape[0]:
-            chosen = torch.arange(full.shape[0])
-        else:
-            start = int(torch.randint(full.shape[0], (1,), generator=torch.Generator().manual_seed(self.seed)))
-            chosen = greedy_kcenter(selection_space, k, start=start, search=self.coreset_search, progress=progress)
-        self.memory_bank = full[chosen].float().contiguous()
-        self._index = None
-
-    def _collect_patches(self, batches: Iterator[torch.Tensor], n_images: int,
-                         progress: bool | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """All training patch features, streamed into preallocated buffers: float16 copies of the full
-        features (only the coreset's rows are kept in float32) and the float32 projection the coreset is
-        selected on, so peak memory is ~(2 + 4 * projection_dim / C) bytes per patch feature value."""
-        full = projected = projection = None
-        row = 0
+        """Stream the training patches into the coreset selector: float16 copies of the full features and,
+        when they are wider than ``projection_dim``, the float32 projection the selection works on. The
+        patch count is known from the first batch (patches per image x ``n_images``), hence the bank
+        size k and whether the selection must stream."""
+        selector = projection = None
         for images in batches:
             patches = flatten_patches(self.embed(images))
-            if full is None:
-                n_rows = patches.shape[0] // images.shape[0] * n_images
-                full = torch.empty(n_rows, patches.shape[1], dtype=torch.float16)
+            if selector is None:
+                total = patches.shape[0] // images.shape[0] * n_images
+                k = max(1, int(round(self.coreset_ratio * total)))
+                streamed = total > self.max_patches_in_memory
+                selector = StreamingKCenter(k, buffer_rows=self.max_patches_in_memory if streamed else total,
+                                            expected_rows=total, search=self.coreset_search, seed=self.seed,
+                                            certify=streamed, progress=progress)
                 if patches.shape[1] > self.projection_dim:
                     projection = random_projection(patches.shape[1], self.projection_dim, self.seed)
-                    projected = torch.empty(n_rows, self.projection_dim)
-            full[row:row + len(patches)] = patches
-            if projection is not None:
-                projected[row:row + len(patches)] = patches @ projection
-            row += len(patches)
-        full = full[:row]
-        selection_space = projected[:row] if projection is not None else full.float()
-        return full, selection_space
+            selector.add(patches, None if projection is None else patches @ projection)
+        result = selector.finish()
+        self.memory_bank = result.rows.to(BANK_DTYPES[self.bank_dtype]).contiguous()
+        self._index = None
+        self.coreset_info = {
+            "streamed": streamed, "bank_rows": len(result.indices), "patches": result.rows_seen,
+            "buffered_patches": result.rows_buffered, "max_buffer_rows": result.max_buffer_rows,
+            "reduces": result.reduces, "radii": result.radii, "radius_bound": result.radius_bound,
+            "guarantee_factor": result.guarantee_factor, "filter_s": result.filter_seconds,
+            "reduce_s": result.reduce_seconds,
+        }
 
     @property
     def index(self) -> NearestNeighbours:
         if self._index is None:
-            self._index = NearestNeighbours(self.memory_bank.numpy())
+            self._index = NearestNeighbours(self.memory_bank.float().numpy())
         return self._index
 
     def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,5 +181,18 @@ class PatchCore(BackboneModel):
         return {"memory_bank": self.memory_bank}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.memory_bank = state["memory_bank"].float().contiguous()
+        self.memory_bank = state["memory_bank"].to(BANK_DTYPES[self.bank_dtype]).contiguous()
         self._index = None
+
+    def analytic_macs(self, n_images: int = 1) -> dict[str, int]:
+        """The exact faiss search, which torch's flop counter cannot see (for ``vadkit profile``): every test
+        patch against every bank feature (one distance = C multiply-accumulates), plus eq. 7's search of the
+        ``num_neighbours`` nearest bank features of m*, one query per image."""
+        self._check_fitted("profile")
+        from vadkit.backbones import get_spec
+
+        bank, width = self.memory_bank.shape
+        stride = min(get_spec(self.backbone).layers[name] for name in self.chosen_layers())
+        height, wide = self.transform.output_size
+        patches = -(-height // stride) * -(-wide // stride)  # the patch grid of the shallowest tapped layer
+        return {"knn_search": n_images * patches * bank * width, "reweighting_search": n_images * bank * width}

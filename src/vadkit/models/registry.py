@@ -15,6 +15,7 @@ from vadkit.errors import ParameterError, VadkitError
 _MODULES = {
     "patchcore": "vadkit.models.patchcore",
     "padim": "vadkit.models.padim",
+    "patchcore_lite": "vadkit.models.patchcore_lite",
 }
 
 
