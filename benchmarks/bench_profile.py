@@ -1,4 +1,4 @@
-"""Efficiency profile of PatchCore, PaDiM and PaDiM-Lite (diagonal covariance) on MVTec AD bottle.
+"""Efficiency profile of PatchCore, PatchCore-Lite, PaDiM and PaDiM-Lite (diagonal covariance) on MVTec AD bottle.
 
     PYTHONPATH=src python benchmarks/bench_profile.py [--data ../shared/datasets/mvtec_bottle/bottle]
         [--repeats 20] [--threads N] [--batch-size 8] [--jsonl results/profile.jsonl]
@@ -24,6 +24,7 @@ SHARED = Path(os.environ.get("VADKIT_SHARED_DATASETS",
 DEFAULT_DATA = SHARED / "mvtec_bottle" / "bottle"
 METHODS = {
     "patchcore": ("patchcore", []),
+    "patchcore-lite": ("patchcore_lite", []),
     "padim (full)": ("padim", ["covariance=full"]),
     "padim-lite (diagonal)": ("padim", ["covariance=diagonal"]),
 }

@@ -1,4 +1,5 @@
-"""profile_model and ``vadkit profile`` on tiny PatchCore and PaDiM models (real mobilenet_v2 weights)."""
+"""profile_model and ``vadkit profile`` on tiny PatchCore, PatchCore-Lite, PaDiM and PaDiM-Lite models (real
+mobilenet_v2 weights)."""
 
 import json
 import os
@@ -18,25 +19,37 @@ REQUIRED = ("params", "macs", "bank_bytes", "file_bytes", "latency_ms_b1", "peak
 FAST = {"repeats": 9, "warmup": 2, "progress": False, "threads": 1}
 
 
+#: the four methods of issue 5: case -> (registry name, parameters)
+CASES = {
+    "patchcore": ("patchcore", {"coreset_ratio": 0.25}),
+    "patchcore_lite": ("patchcore_lite", {"coreset_ratio": 0.25}),
+    "padim": ("padim", {"n_features": 50}),
+    "padim_lite": ("padim", {"n_features": 50, "covariance": "diagonal"}),
+}
+
+
 @pytest.fixture(scope="module")
 def profiled(mvtec_folder):
-    """(model, profile dict) for PatchCore and PaDiM, fitted by profile_model on the tiny dataset."""
+    """case -> (model, profile dict), each fitted by profile_model on the tiny dataset."""
     out = {}
-    for name, params in (("patchcore", {"coreset_ratio": 0.25}), ("padim", {"n_features": 50})):
+    for case, (name, params) in CASES.items():
         model = vadkit.create_model(name, image_size=64, **params)
-        out[name] = model, profile_model(model, data=mvtec_folder, **FAST).as_dict()
+        out[case] = model, profile_model(model, data=mvtec_folder, **FAST).as_dict()
     return out
 
 
 def expected_state_bytes(model) -> int:
     if model.name == "patchcore":
         return model.memory_bank.numel() * model.memory_bank.element_size()
+    if model.name == "patchcore_lite":  # the serialised faiss index: codebooks, PQ codes, re-rank codes
+        return model.bank_bytes
     return sum(t.numel() * t.element_size() for t in (model.mean, model.precision, model.channel_index))
 
 
-@pytest.mark.parametrize("name", ["patchcore", "padim"])
-def test_every_figure_is_present_and_sane(profiled, name):
-    model, figures = profiled[name]
+@pytest.mark.parametrize("case", CASES)
+def test_every_figure_is_present_and_sane(profiled, case):
+    model, figures = profiled[case]
+    name = CASES[case][0]
     declared = model.analytic_macs(n_images=1) if hasattr(model, "analytic_macs") else None
     analytic = {k: v for k, v in (declared or {}).items() if k != "total"}
     assert list(figures) == [*PROFILE_KEYS[:14], *(f"macs_analytic_{k}" for k in analytic), *PROFILE_KEYS[14:]]
@@ -65,7 +78,7 @@ def test_every_figure_is_present_and_sane(profiled, name):
     json.dumps(figures, allow_nan=False)  # flat and serialisable as it is
 
 
-@pytest.mark.parametrize("name", ["patchcore", "padim"])
+@pytest.mark.parametrize("name", ["patchcore", "padim"])  # the Lite variants run the same code path
 def test_predict_is_slower_than_its_backbone(profiled, name, mvtec_folder):
     # Predict runs the backbone and more, so both ratios exceed 1. On a shared, loaded machine a few rounds
     # can still invert a paired median: measure again (the fitted model, predict only) before failing.
@@ -77,13 +90,21 @@ def test_predict_is_slower_than_its_backbone(profiled, name, mvtec_folder):
     assert figures["latency_ratio_b1"] > 1 and figures["latency_ratio_bN"] > 1
 
 
-@pytest.mark.parametrize("name", ["patchcore", "padim"])
-def test_state_and_file_bytes_are_exact(profiled, name, tmp_path):
-    model, figures = profiled[name]
+@pytest.mark.parametrize("case", CASES)
+def test_state_and_file_bytes_are_exact(profiled, case, tmp_path):
+    model, figures = profiled[case]
     assert figures["bank_bytes"] == expected_state_bytes(model)
     saved = model.save(tmp_path / "model.vad")
     assert abs(figures["file_bytes"] - os.stat(saved).st_size) <= 64
     assert figures["file_bytes"] > figures["bank_bytes"]
+
+
+def test_the_lite_variants_are_smaller_than_their_parents(profiled):
+    # PQ codes + SQ8 re-rank codes < a float32 bank; a diagonal covariance < a full one (C vs C^2 per cell)
+    assert profiled["patchcore_lite"][1]["bank_bytes"] < profiled["patchcore"][1]["bank_bytes"] / 2
+    assert profiled["padim_lite"][1]["bank_bytes"] < profiled["padim"][1]["bank_bytes"] / 10  # 50 channels
+    for lite, parent in (("patchcore_lite", "patchcore"), ("padim_lite", "padim")):
+        assert profiled[lite][1]["params"] == profiled[parent][1]["params"]  # same backbone
 
 
 def test_a_model_file_is_profiled_for_predict_only(profiled, mvtec_folder, tmp_path):

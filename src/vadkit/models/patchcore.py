@@ -29,6 +29,7 @@ PRO 93.4%; bottle 100% image AUROC. Our measurements are in BENCHMARKS.md.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -129,6 +130,12 @@ class PatchCore(BackboneModel):
                 total = patches.shape[0] // images.shape[0] * n_images
                 k = max(1, int(round(self.coreset_ratio * total)))
                 streamed = total > self.max_patches_in_memory
+                if streamed and self.max_patches_in_memory < 10 * k:
+                    warnings.warn(
+                        f"the streaming coreset buffer (max_patches_in_memory={self.max_patches_in_memory}) holds "
+                        f"only {self.max_patches_in_memory / k:.1f}x the bank size ({k} rows): coverage degrades "
+                        "with many reduces (measured: radius 1.17x exact greedy at 10x, 1.37x at 2x). Raise "
+                        "max_patches_in_memory or lower coreset_ratio.", UserWarning, stacklevel=4)
                 selector = StreamingKCenter(k, buffer_rows=self.max_patches_in_memory if streamed else total,
                                             expected_rows=total, search=self.coreset_search, seed=self.seed,
                                             certify=streamed, progress=progress)
