@@ -52,7 +52,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def test_scores(model, test, batch_size: int):
+def score_test_split(model, test, batch_size: int):
     """Image scores on the test split and predict ms per image."""
     start = time.perf_counter()
     scores = model.predict(test, batch_size=batch_size, progress=False).scores
@@ -63,7 +63,7 @@ def image_auroc(model, test, batch_size: int) -> tuple[float, float]:
     """Image AUROC on the test split and predict ms per image."""
     from vadkit.metrics import auroc
 
-    scores, predict_ms = test_scores(model, test, batch_size)
+    scores, predict_ms = score_test_split(model, test, batch_size)
     return float(auroc(test.labels, scores)), predict_ms
 
 
@@ -90,7 +90,7 @@ def child(args: argparse.Namespace) -> None:
     fit_s = time.perf_counter() - start
     rss_fit = peak_rss_mb()
     test = ImageDataset(split.test, model.transform)
-    scores, predict_ms = test_scores(model, test, args.batch_size)
+    scores, predict_ms = score_test_split(model, test, args.batch_size)
     auc = float(auroc(test.labels, scores))
     row = {
         "case": f"augmented {args.n}" if args.n else "baseline (ordinary split)",
@@ -99,8 +99,10 @@ def child(args: argparse.Namespace) -> None:
         "bank_dtype": args.bank_dtype, "max_patches_in_memory": args.max_patches, "batch_size": args.batch_size,
         "torch_threads": torch.get_num_threads(), "fit_s": fit_s, "fit_ms_per_image": 1000 * fit_s / len(train),
         "peak_rss_after_imports_mb": rss_imports, "peak_rss_fit_mb": rss_fit, "peak_rss_mb": peak_rss_mb(),
-        "bank_rows": int(model.memory_bank.shape[0]), "bank_mb": model.memory_bank.numel() * model.memory_bank.element_size() / 2**20,
-        "image_auroc": auc, "test_labels": [int(x) for x in test.labels], "test_scores": [float(x) for x in scores], "predict_ms": predict_ms, "coreset": model.coreset_info,
+        "bank_rows": int(model.memory_bank.shape[0]),
+        "bank_mb": model.memory_bank.numel() * model.memory_bank.element_size() / 2**20,
+        "image_auroc": auc, "predict_ms": predict_ms, "coreset": model.coreset_info,
+        "test_labels": [int(x) for x in test.labels], "test_scores": [float(x) for x in scores],
         "load_avg_1min_at_end": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     print(json.dumps(row), flush=True)
@@ -126,21 +128,23 @@ def table(out: Path) -> None:
     from vadkit.metrics.paired import delong_test
 
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    latest = {(r["n_images"], str(r.get("crop")), r.get("flips"), r["case"]): r for r in rows if "test_scores" in r}
+    latest = {(r["coreset_ratio"], r["n_images"], str(r.get("crop")), r.get("flips"), r["case"]): r
+              for r in rows if "test_scores" in r}
     baseline = next((r for r in reversed(rows) if r["case"].startswith("baseline") and "test_scores" in r), None)
     print("| training set | crop / flips | fit | peak RSS (fit) | bank rows | reduces | image AUROC | vs baseline "
           "(DeLong 95% CI, p) |")
     print("|---|---|---|---|---|---|---|---|")
-    for row in sorted(latest.values(), key=lambda r: (r["case"] != baseline["case"] if baseline else 0, r["n_images"])):
+    for row in sorted(latest.values(), key=lambda r: (not r["case"].startswith("baseline"), r["n_images"])):
         versus = "—"
         if baseline is not None and row is not baseline and row["test_labels"] == baseline["test_labels"]:
             test = delong_test(baseline["test_labels"], baseline["test_scores"], row["test_scores"])
             versus = f"{test.difference:+.4f} [{test.ci_low:+.4f}, {test.ci_high:+.4f}], p = {test.p_value:.2g}"
         augmentation = "—" if row.get("crop") is None else f"{row['crop'][0]:g}–{row['crop'][1]:g} / " + (
             "yes" if row["flips"] else "no")
-        print(f"| {row['case']} ({row['n_images']:,} images, {row['coreset']['patches']:,} patches) | {augmentation} | "
-              f"{row['fit_s'] / 60:.1f} min | {row['peak_rss_fit_mb'] / 1024:.2f} GB | {row['bank_rows']:,} | "
-              f"{row['coreset']['reduces']} | {row['image_auroc']:.4f} | {versus} |")
+        print(f"| {row['case']} ({row['n_images']:,} images, {row['coreset']['patches']:,} patches, coreset "
+              f"{row['coreset_ratio']:.1%}) | {augmentation} | {row['fit_s'] / 60:.1f} min | "
+              f"{row['peak_rss_fit_mb'] / 1024:.2f} GB | {row['bank_rows']:,} | {row['coreset']['reduces']} | "
+              f"{row['image_auroc']:.4f} | {versus} |")
 
 
 def plot(out: Path, png: Path) -> None:
@@ -158,14 +162,15 @@ def plot(out: Path, png: Path) -> None:
     for key, row in latest.items():
         if not key[-1]:
             series.setdefault(key[:5], []).append(row)
-    for (ratio, dtype, buffer, _, _), points in sorted(series.items()):
+    for number, ((ratio, dtype, buffer, _, _), points) in enumerate(sorted(series.items(), reverse=True)):
         points.sort(key=lambda r: r["n_images"])
         n = [p["n_images"] for p in points]
         axes.plot(n, [p["peak_rss_fit_mb"] / 1024 for p in points], "o-",
-                  label=f"streaming PatchCore, coreset {ratio:.0%}, buffer {buffer / 2**20:.0f}Mi patches")
+                  label=f"streaming PatchCore, coreset {ratio:.1%}, buffer {buffer / 2**20:.0f}Mi patches")
         for p in points:
             axes.annotate(f"{p['peak_rss_fit_mb'] / 1024:.1f} GB, {p['fit_s'] / 60:.1f} min",
-                          (p["n_images"], p["peak_rss_fit_mb"] / 1024), textcoords="offset points", xytext=(4, 6),
+                          (p["n_images"], p["peak_rss_fit_mb"] / 1024), textcoords="offset points",
+                          xytext=(-60, 8 - 22 * number) if p["n_images"] > 20000 else (4, 8 - 22 * number),
                           fontsize=8)
     baselines = [row for key, row in latest.items() if key[-1]]
     for row in baselines:

@@ -57,7 +57,9 @@ class PatchCore(BackboneModel):
         layers: layers to tap; default: the backbone's stride-8 and stride-16 stage ends.
         weights: explicit backbone weights file (else resolved offline-first).
         image_size, crop_size: input resize and optional centre crop (paper: 256 and 224).
-        coreset_ratio: fraction of training patches kept in the memory bank, in (0, 1].
+        coreset_ratio: fraction of training patches kept in the memory bank, in (0, 1]. Predict time grows
+            with the bank, so large training sets want a smaller ratio (measured on 25k magnetic-tile
+            images: 0.2% gave the AUROC of 1% at 78 instead of 352 ms per image; BENCHMARKS.md).
         projection_dim: dimension of the random projection used for coreset selection (no projection
             when the features are not wider than this).
         num_neighbours: b, the neighbourhood of m* used by the image-score reweighting.
