@@ -161,11 +161,20 @@ class PatchCore(BackboneModel):
             self._index = NearestNeighbours(self.memory_bank.float().numpy())
         return self._index
 
+    # The two accesses to the bank that scoring makes; PatchCore-Lite answers them from its compressed bank.
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Euclidean distances and ids of the ``k`` nearest bank rows of each query, ``(n, k)`` each."""
+        return self.index.search(queries, k=k)
+
+    def _bank_rows(self, ids: np.ndarray) -> np.ndarray:
+        """Bank vectors of ``ids`` (any shape), shape ``(*ids.shape, C)``."""
+        return self.memory_bank.numpy()[ids]
+
     def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embedding = self.embed(images)
         b, _, h, w = embedding.shape
         patches = flatten_patches(embedding).float().numpy()
-        distances, nearest = self.index.search(patches, k=1)
+        distances, nearest = self._search(patches, k=1)
         patch_scores = torch.from_numpy(distances[:, 0]).view(b, h, w)
         maps = to_image_maps(patch_scores, tuple(images.shape[-2:]), self.sigma)
         scores = self._image_scores(patches.reshape(b, h * w, -1), distances[:, 0].reshape(b, h * w),
@@ -178,9 +187,9 @@ class PatchCore(BackboneModel):
         rows = np.arange(len(worst))
         s_star = distances[rows, worst]
         m_test = patches[rows, worst]                                 # (B, C)
-        m_star = self.memory_bank.numpy()[nearest[rows, worst]]       # (B, C)
-        _, neighbourhood = self.index.search(m_star, k=self.num_neighbours)   # N_b(m*), m* included
-        bank = self.memory_bank.numpy()[neighbourhood]                # (B, b, C)
+        m_star = self._bank_rows(nearest[rows, worst])                # (B, C)
+        _, neighbourhood = self._search(m_star, k=self.num_neighbours)   # N_b(m*), m* included
+        bank = self._bank_rows(neighbourhood)                         # (B, b, C)
         to_neighbours = np.linalg.norm(bank - m_test[:, None, :], axis=2)
         log_denominator = np.logaddexp.reduce(to_neighbours.astype(np.float64), axis=1)
         weight = 1.0 - np.exp(s_star - log_denominator)

@@ -84,8 +84,6 @@ import torch
 
 from vadkit.errors import ParameterError, VadkitError
 from vadkit.models.patchcore import PatchCore
-from vadkit.ops.patch_features import flatten_patches
-from vadkit.ops.smoothing import to_image_maps
 
 RERANK_MODES = ("sq8", "fp16", "decoded")
 #: dimensions per PQ sub-vector when ``pq_subquantizers`` is left to its default (M = d / 4)
@@ -341,30 +339,13 @@ class PatchCoreLite(PatchCore):
         """The compressed bank (replaces PatchCore's exact index; ``search(queries, k)`` works alike)."""
         return self.bank
 
-    def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = self.embed(images)
-        b, _, h, w = embedding.shape
-        patches = flatten_patches(embedding).float().numpy()
-        distances, nearest = self.bank.search(patches, k=1, rerank_k=self.rerank_k)
-        patch_scores = torch.from_numpy(distances[:, 0]).view(b, h, w)
-        maps = to_image_maps(patch_scores, tuple(images.shape[-2:]), self.sigma)
-        scores = self._image_scores(patches.reshape(b, h * w, -1), distances[:, 0].reshape(b, h * w),
-                                    nearest[:, 0].reshape(b, h * w))
-        return torch.from_numpy(scores), maps
+    # PatchCore scores through these two (eq. 7 included): here they answer from the compressed bank, so
+    # m* and N_b(m*) are taken at the re-rank level (see the module docstring).
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.bank.search(queries, k=k, rerank_k=self.rerank_k)
 
-    def _image_scores(self, patches: np.ndarray, distances: np.ndarray, nearest: np.ndarray) -> np.ndarray:
-        """PatchCore eq. 7, with m* and N_b(m*) taken at the re-rank level (see the module docstring)."""
-        worst = distances.argmax(axis=1)
-        rows = np.arange(len(worst))
-        s_star = distances[rows, worst].astype(np.float64)
-        m_test = patches[rows, worst]                                              # (B, d)
-        m_star = self.bank.reconstruct(nearest[rows, worst])                      # (B, d)
-        _, neighbourhood = self.bank.search(m_star, k=self.num_neighbours, rerank_k=self.rerank_k)
-        bank = self.bank.reconstruct(neighbourhood).reshape(*neighbourhood.shape, -1)   # (B, b, d)
-        to_neighbours = np.linalg.norm(bank - m_test[:, None, :], axis=2)
-        log_denominator = np.logaddexp.reduce(to_neighbours.astype(np.float64), axis=1)
-        weight = 1.0 - np.exp(s_star - log_denominator)
-        return (weight * s_star).astype(np.float32)
+    def _bank_rows(self, ids: np.ndarray) -> np.ndarray:
+        return self.bank.reconstruct(ids).reshape(*np.shape(ids), -1)
 
     # -- cost -----------------------------------------------------------------------------------------
     def feature_grid(self) -> tuple[int, int]:
