@@ -10,27 +10,20 @@ The top-level names are imported lazily, so ``import vadkit`` (and ``vadkit --he
 
 from __future__ import annotations
 
+from vadkit._lazy import lazy_attributes
+
 __version__ = "0.1.0"
 
 _LAZY = {
-    "create_model": ("vadkit.models", "create_model"),
-    "list_models": ("vadkit.models", "list_models"),
-    "load": ("vadkit.models", "load_model"),
-    "Prediction": ("vadkit.models", "Prediction"),
-    "load_split": ("vadkit.data", "load_split"),
-    "ImageDataset": ("vadkit.data", "ImageDataset"),
-    "compute_metrics": ("vadkit.metrics", "compute_metrics"),
+    "create_model": "vadkit.models",
+    "list_models": "vadkit.models",
+    "load": "vadkit.models:load_model",
+    "Prediction": "vadkit.models",
+    "load_split": "vadkit.data",
+    "ImageDataset": "vadkit.data",
+    "compute_metrics": "vadkit.metrics",
 }
 
 __all__ = ["__version__", *_LAZY]
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        module, attribute = _LAZY[name]
-        value = getattr(importlib.import_module(module), attribute)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vadkit' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vadkit._lazy import lazy_attributes
 from vadkit.data.io import IMAGE_EXTENSIONS, check_image, list_images, load_image, load_mask, to_rgb
 from vadkit.data.layouts import LAYOUTS, layout_options, load_split, mvtec_categories, register_layout
 from vadkit.data.samples import ANOMALOUS, NORMAL, Sample, Split
@@ -57,16 +58,4 @@ __all__ = [
     "to_rgb",
 ]
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vadkit.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

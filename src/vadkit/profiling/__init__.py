@@ -13,7 +13,7 @@ Importing this package does not import torch; the submodules do.
 
 from __future__ import annotations
 
-import importlib
+from vadkit._lazy import lazy_attributes
 
 _LAZY = {
     "PeakRSS": "vadkit.profiling.memory",
@@ -32,14 +32,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vadkit.profiling' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -11,6 +11,8 @@ lazily so that ``import vadkit.report`` does not import matplotlib.
 
 from __future__ import annotations
 
+from vadkit._lazy import lazy_attributes
+
 _LAZY = {
     "GalleryItem": "vadkit.report.gallery",
     "gallery_panel": "vadkit.report.gallery",
@@ -19,12 +21,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vadkit.report' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())[0]
