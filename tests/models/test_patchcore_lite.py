@@ -2,7 +2,6 @@
 persistence, parameter checks, tiny banks, registry and CLI."""
 
 import json
-import warnings
 
 import numpy as np
 import pytest
