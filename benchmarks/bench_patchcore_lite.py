@@ -138,7 +138,7 @@ def search_quality(patchcore, lite, queries) -> tuple[float, float]:
     import numpy as np
 
     exact_d, exact_i = patchcore.index.search(queries, 1)
-    d, i = lite.bank.search(queries, 1, rerank_k=lite.rerank_k)
+    d, i = lite.bank_.search(queries, 1, rerank_k=lite.rerank_k)
     relative = np.abs(d[:, 0] - exact_d[:, 0]) / np.maximum(exact_d[:, 0], 1e-12)
     return float(np.mean(i[:, 0] == exact_i[:, 0])), float(relative.mean())
 
@@ -165,7 +165,7 @@ def run_dataset(name: str, configs: list[str], workdir: Path, rounds: int) -> li
     for config in configs:
         params = CONFIGS[config]
         row = {"dataset": name, "config": config, "n_train": len(split.train), "n_test": len(split.test),
-               "n_bank": int(patchcore.memory_bank.shape[0])}
+               "n_bank": int(patchcore.memory_bank_.shape[0])}
         if params is None:
             model, row["build_s"] = patchcore, fit_s
             row.update(recall_at_1=1.0, score_rel_error=0.0)
@@ -175,7 +175,7 @@ def run_dataset(name: str, configs: list[str], workdir: Path, rounds: int) -> li
             row["build_s"] = time.perf_counter() - start
             row["recall_at_1"], row["score_rel_error"] = search_quality(patchcore, model, queries)
             row["params"] = {k: getattr(model, k) for k in ("pq_subquantizers", "pq_bits", "rerank", "rerank_k")}
-            row["params"]["pq_subquantizers"] = model.bank.subquantizers
+            row["params"]["pq_subquantizers"] = model.bank_.subquantizers
         row["bank_bytes"] = sum(v.nbytes for v in model.state_dict().values() if isinstance(v, torch.Tensor))
         path = model.save(workdir / f"{name}-{config}.vad")
         row["file_bytes"] = path.stat().st_size

@@ -99,9 +99,9 @@ def child(args: argparse.Namespace) -> None:
         "bank_dtype": args.bank_dtype, "max_patches_in_memory": args.max_patches, "batch_size": args.batch_size,
         "torch_threads": torch.get_num_threads(), "fit_s": fit_s, "fit_ms_per_image": 1000 * fit_s / len(train),
         "peak_rss_after_imports_mb": rss_imports, "peak_rss_fit_mb": rss_fit, "peak_rss_mb": peak_rss_mb(),
-        "bank_rows": int(model.memory_bank.shape[0]),
-        "bank_mb": model.memory_bank.numel() * model.memory_bank.element_size() / 2**20,
-        "image_auroc": auc, "predict_ms": predict_ms, "coreset": model.coreset_info,
+        "bank_rows": int(model.memory_bank_.shape[0]),
+        "bank_mb": model.memory_bank_.numel() * model.memory_bank_.element_size() / 2**20,
+        "image_auroc": auc, "predict_ms": predict_ms, "coreset": model.coreset_info_,
         "test_labels": [int(x) for x in test.labels], "test_scores": [float(x) for x in scores],
         "load_avg_1min_at_end": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M"),
     }
@@ -222,7 +222,7 @@ def quality(args: argparse.Namespace) -> None:
         return float(distances.max())
 
     def bank_auroc(selected: torch.Tensor) -> float:
-        model.memory_bank, model._index, model.fitted = points[selected].contiguous(), None, True
+        model.memory_bank_, model._index, model.fitted = points[selected].contiguous(), None, True
         return image_auroc(model, test, args.batch_size)[0]
 
     for ratio in args.quality_ratios:

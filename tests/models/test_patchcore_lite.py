@@ -52,7 +52,7 @@ def _quality(bank, queries, exact_d, exact_i, rerank_k=16):
 
 def test_default_search_finds_the_true_nearest_neighbour_and_its_distance(elpv):
     patchcore, _, queries, exact_d, exact_i = elpv
-    bank = CompressedBank.build(patchcore.memory_bank.numpy(), subquantizers=32, nbits=4, rerank="sq8")
+    bank = CompressedBank.build(patchcore.memory_bank_.numpy(), subquantizers=32, nbits=4, rerank="sq8")
     recall, relative = _quality(bank, queries, exact_d, exact_i)
     # measured: recall@1 0.996, mean relative error 0.0013, 99th percentile 0.005 (seeds 0-2)
     assert recall >= 0.97
@@ -64,7 +64,7 @@ def test_decoded_rerank_reproduces_adc_and_carries_the_pq_error(elpv):
     import faiss
 
     patchcore, _, queries, exact_d, exact_i = elpv
-    bank = CompressedBank.build(patchcore.memory_bank.numpy(), subquantizers=8, nbits=8, rerank="decoded")
+    bank = CompressedBank.build(patchcore.memory_bank_.numpy(), subquantizers=8, nbits=8, rerank="decoded")
     assert isinstance(bank.coarse, faiss.IndexPQ)
     adc_squared, adc_i = bank.coarse.search(queries, 1)
     d, i = bank.search(queries, 1, rerank_k=16)
@@ -77,7 +77,7 @@ def test_decoded_rerank_reproduces_adc_and_carries_the_pq_error(elpv):
 
 def test_every_candidate_reranked_equals_exhaustive_search_on_the_rerank_code(elpv):
     patchcore, _, queries, _, _ = elpv
-    bank = CompressedBank.build(patchcore.memory_bank.numpy(), subquantizers=32, nbits=4, rerank="sq8")
+    bank = CompressedBank.build(patchcore.memory_bank_.numpy(), subquantizers=32, nbits=4, rerank="sq8")
     everything = bank.reconstruct(np.arange(len(bank)))
     q = queries[:256]
     brute = np.linalg.norm(q[:, None, :] - everything[None], axis=2)
@@ -89,7 +89,7 @@ def test_every_candidate_reranked_equals_exhaustive_search_on_the_rerank_code(el
 @pytest.mark.parametrize("rerank", ["sq8", "decoded"])
 def test_bank_smaller_than_the_candidate_list_returns_every_vector_once(elpv, rerank):
     patchcore, _, queries, _, _ = elpv
-    bank = CompressedBank.build(patchcore.memory_bank.numpy()[:10], subquantizers=32, nbits=3, rerank=rerank)
+    bank = CompressedBank.build(patchcore.memory_bank_.numpy()[:10], subquantizers=32, nbits=3, rerank=rerank)
     d, i = bank.search(queries[:64], k=9, rerank_k=16)
     assert d.shape == i.shape == (64, 9) and (i >= 0).all()
     assert all(len(set(row)) == 9 for row in i) and (np.diff(d, axis=1) >= 0).all()
@@ -108,13 +108,14 @@ def test_lite_scores_and_maps_track_patchcore(elpv):
 
 def test_only_codes_are_kept_and_the_bank_is_far_smaller(elpv):
     patchcore, *_ = elpv
-    float_bytes = sum(v.nbytes for v in patchcore.state_dict().values())
+    float_bytes = patchcore.memory_bank_.nbytes
     for params, ratio in (({}, 0.35), ({"rerank": "decoded"}, 0.06), ({"rerank": "fp16"}, 0.6)):
         lite = PatchCoreLite.from_patchcore(patchcore, **params)
         state = lite.state_dict()
-        assert list(state) == ["pq_index"] and state["pq_index"].dtype == torch.uint8
-        assert lite.memory_bank is None
-        assert lite.bank_bytes == state["pq_index"].nbytes < ratio * float_bytes, params
+        assert state["bank_"].dtype == torch.uint8 and state["memory_bank_"] is None
+        assert not any(isinstance(value, torch.Tensor) for key, value in state.items() if key != "bank_")
+        assert lite.memory_bank_ is None
+        assert lite.bank_bytes == state["bank_"].nbytes < ratio * float_bytes, params
 
 
 def test_parameter_errors():
@@ -167,7 +168,7 @@ def test_fit_equals_compressing_a_fitted_patchcore(split):
     lite = PatchCoreLite(image_size=64, coreset_ratio=0.25, seed=2).fit(split.train, progress=False)
     patchcore = PatchCore(image_size=64, coreset_ratio=0.25, seed=2).fit(split.train, progress=False)
     compressed = PatchCoreLite.from_patchcore(patchcore)
-    assert torch.equal(lite.state_dict()["pq_index"], compressed.state_dict()["pq_index"])
+    assert torch.equal(lite.state_dict()["bank_"], compressed.state_dict()["bank_"])
 
 
 def test_analytic_macs_use_the_real_feature_grid(split):
@@ -175,7 +176,7 @@ def test_analytic_macs_use_the_real_feature_grid(split):
     image = ImageDataset(split.test, model.transform)[0]["image"][None]
     h, w = model.embed(image).shape[-2:]
     assert model.feature_grid() == (h, w) == (8, 8)
-    n_bank, d, m = len(model.bank), 128, model.bank.subquantizers
+    n_bank, d, m = len(model.bank_), 128, model.bank_.subquantizers
     assert m == 32 and model.pq_bits_used == 4
     macs = model.analytic_macs(n_images=3)
     assert macs["adc_tables"] == 3 * 64 * m * 16 * (d // m)
@@ -195,4 +196,4 @@ def test_registry_and_cli_train(mvtec_folder, tmp_path):
     assert metrics["model"] == "patchcore_lite" and metrics["params"]["rerank_k"] == 8
     assert metrics["image_auroc"] == 1.0
     model = vadkit.load(tmp_path / "model.vad")
-    assert isinstance(model, PatchCoreLite) and model.rerank_k == 8 and model.memory_bank is None
+    assert isinstance(model, PatchCoreLite) and model.rerank_k == 8 and model.memory_bank_ is None

@@ -211,8 +211,8 @@ def test_patchcore_below_the_limit_fits_exactly_as_before(split):
     from vadkit.models.patchcore import PatchCore
 
     model = PatchCore(image_size=64, coreset_ratio=0.25, seed=2).fit(split.train[:6], progress=False)
-    assert not model.coreset_info["streamed"] and model.coreset_info["reduces"] == 1
-    torch.testing.assert_close(model.memory_bank, old_patchcore_bank(model, split.train[:6]), rtol=0, atol=0)
+    assert not model.coreset_info_["streamed"] and model.coreset_info_["reduces"] == 1
+    torch.testing.assert_close(model.memory_bank_, old_patchcore_bank(model, split.train[:6]), rtol=0, atol=0)
 
 
 def test_patchcore_streaming_gives_a_bank_of_the_same_size_and_similar_scores(split):
@@ -223,9 +223,9 @@ def test_patchcore_streaming_gives_a_bank_of_the_same_size_and_similar_scores(sp
     with pytest.warns(UserWarning, match=r"holds only 1\.3x the bank size \(192 rows\)"):
         streamed = PatchCore(image_size=64, coreset_ratio=0.25, max_patches_in_memory=250).fit(split.train,
                                                                                                 progress=False)
-    info = streamed.coreset_info
+    info = streamed.coreset_info_
     assert info["streamed"] and info["reduces"] >= 2 and info["max_buffer_rows"] <= 2 * info["bank_rows"]
-    assert streamed.memory_bank.shape == exact.memory_bank.shape == (round(0.25 * 12 * 64), 128)
+    assert streamed.memory_bank_.shape == exact.memory_bank_.shape == (round(0.25 * 12 * 64), 128)
     test = ImageDataset(split.test, exact.transform)
     a, b = exact.predict(test, progress=False).scores, streamed.predict(test, progress=False).scores
     assert np.abs(a - b).max() <= 0.15 * a.max()
@@ -239,11 +239,11 @@ def test_patchcore_float16_bank_halves_memory_and_keeps_scores(split, tmp_path):
 
     full = PatchCore(image_size=64, coreset_ratio=0.1).fit(split.train[:4], progress=False)
     half = PatchCore(image_size=64, coreset_ratio=0.1, bank_dtype="float16").fit(split.train[:4], progress=False)
-    assert half.memory_bank.dtype == torch.float16 and torch.equal(half.memory_bank.float(), full.memory_bank)
+    assert half.memory_bank_.dtype == torch.float16 and torch.equal(half.memory_bank_.float(), full.memory_bank_)
     images = torch.stack([half.as_dataset(split.test)[i]["image"] for i in range(3)])
     np.testing.assert_allclose(half.predict(images).scores, full.predict(images).scores, rtol=1e-5)
     loaded = vadkit.load(half.save(tmp_path / "half.vad"))
-    assert loaded.memory_bank.dtype == torch.float16 and torch.equal(loaded.memory_bank, half.memory_bank)
+    assert loaded.memory_bank_.dtype == torch.float16 and torch.equal(loaded.memory_bank_, half.memory_bank_)
     with pytest.raises(ValueError, match="bank_dtype"):
         PatchCore(bank_dtype="int8")
     with pytest.raises(ValueError, match="max_patches_in_memory"):

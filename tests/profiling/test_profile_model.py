@@ -40,10 +40,10 @@ def profiled(mvtec_folder):
 
 def expected_state_bytes(model) -> int:
     if model.name == "patchcore":
-        return model.memory_bank.numel() * model.memory_bank.element_size()
+        return model.memory_bank_.numel() * model.memory_bank_.element_size()
     if model.name == "patchcore_lite":  # the serialised faiss index: codebooks, PQ codes, re-rank codes
         return model.bank_bytes
-    return sum(t.numel() * t.element_size() for t in (model.mean, model.precision, model.channel_index))
+    return sum(t.numel() * t.element_size() for t in (model.mean_, model.precision_, model.channel_index_))
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -4,16 +4,26 @@ Holds the backbone parameters every such method takes (``backbone``, ``layers``,
 ``image_size``, ``crop_size``), builds the :class:`~vadkit.backbones.FeatureExtractor` on first use (so a
 model can be created, inspected and validated without loading weights), and derives the input
 :class:`~vadkit.data.Transform` from the backbone's normalisation.
+
+What a fit learns about the backbone is kept, so a saved model means the same thing wherever it is loaded:
+``layers_``, the layers actually tapped (the user's ``layers``, or the method's default at fit time: a
+default that changes in a later vadkit does not change a saved model), and ``backbone_weights_``, where
+the pretrained weights came from and the SHA-256 of their tensors. A loaded model whose weights resolve to
+other tensors (another cached file, another package version) stops with a :class:`ModelFileError` instead
+of scoring with features its memory bank was never built from.
 """
 
 from __future__ import annotations
 
+import hashlib
+from abc import abstractmethod
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 
 from vadkit.data import Transform
-from vadkit.errors import ParameterError
+from vadkit.errors import ModelFileError, ParameterError
 from vadkit.models.base import AnomalyModel
 
 
@@ -23,8 +33,22 @@ def check_sigma(sigma) -> None:
         raise ParameterError(f"sigma must be a number >= 0 (pixels; 0 = no smoothing), got {sigma!r}")
 
 
+def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a network's tensors (dtypes, shapes and values, in order; not their names, which depend on
+    how the network was truncated): the same weights give the same digest whichever file or package they
+    were read from."""
+    digest = hashlib.sha256()
+    for tensor in state.values():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 class BackboneModel(AnomalyModel):
     """An :class:`AnomalyModel` whose features come from a frozen pretrained network."""
+
+    learned: ClassVar[tuple[str, ...]] = ("layers_", "backbone_weights_")
 
     def __init__(self, *, backbone: str, layers: Sequence[str] | None, weights: str | None,
                  image_size: int, crop_size: int | None) -> None:
@@ -34,6 +58,10 @@ class BackboneModel(AnomalyModel):
         self.weights = weights
         self.image_size = image_size
         self.crop_size = crop_size
+        #: the layers the fitted model taps (see the module docstring)
+        self.layers_: list[str] | None = None
+        #: {"source": where the weights came from, "sha256": digest of their tensors}, recorded at fit
+        self.backbone_weights_: dict[str, Any] | None = None
         self._extractor = None
         self._validate_backbone()
 
@@ -56,17 +84,46 @@ class BackboneModel(AnomalyModel):
 
     @property
     def extractor(self):
-        """The frozen feature extractor (built, and its weights resolved, on first access)."""
+        """The frozen feature extractor (built, and its weights resolved, on first access; for a loaded
+        model, the weights are checked against the ones it was fitted with)."""
         if self._extractor is None:
             from vadkit.backbones import create_extractor
 
-            # record the resolved layers, so a saved model keeps them even if a default changes later
-            self.layers = self.chosen_layers()
-            self._extractor = create_extractor(self.backbone, self.layers, weights=self.weights)
+            extractor = create_extractor(self.backbone, self.chosen_layers(), weights=self.weights)
+            self._check_weights(extractor)
+            self._extractor = extractor
         return self._extractor
 
+    def _weights_record(self, extractor) -> dict[str, Any]:
+        return {"source": extractor.weights_source, "sha256": state_dict_sha256(extractor.body.state_dict())}
+
+    def _check_weights(self, extractor) -> None:
+        expected = self.backbone_weights_
+        if expected is None:
+            return
+        found = self._weights_record(extractor)
+        if found["sha256"] != expected["sha256"]:
+            raise ModelFileError(
+                f"this {self.name} model was fitted with {self.backbone} weights from {expected['source']} "
+                f"(SHA-256 {expected['sha256'][:12]}...), but the weights found now, from {found['source']}, differ "
+                f"(SHA-256 {found['sha256'][:12]}...): its learned state does not fit these features. Install "
+                "the same weights (or pass weights=<the original file>), or re-train the model.")
+
+    def _fit(self, batches, n_images: int, progress: bool | None) -> None:
+        """Record what the fit depends on (layers, weights) before the method learns from the features."""
+        self.layers_ = self.chosen_layers()
+        self.backbone_weights_ = None  # a refit may use other weights: record the ones used now
+        self.backbone_weights_ = self._weights_record(self.extractor)
+        self._fit_features(batches, n_images, progress)
+
+    @abstractmethod
+    def _fit_features(self, batches, n_images: int, progress: bool | None) -> None:
+        """The method's own fit, on batches of normalised images (see ``AnomalyModel._fit``)."""
+
     def chosen_layers(self) -> list[str]:
-        """The layers to tap: the user's ``layers`` or the method's default for this backbone."""
+        """The layers to tap: the fitted ``layers_``, else the user's ``layers`` or the method's default."""
+        if self.layers_ is not None:
+            return list(self.layers_)
         if self.layers is not None:
             return list(self.layers)
         return self.default_layers()

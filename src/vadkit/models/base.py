@@ -1,15 +1,19 @@
-"""The model contract every vadkit method implements (DESIGN.md, "The model contract").
+"""The model contract every vadkit method implements.
 
     model = vadkit.create_model("patchcore", backbone="mobilenet_v2", coreset_ratio=0.1)
     model.fit(train_dataset)        # normal images only
     pred = model.predict(images)    # Prediction(scores (N,), maps (N, H, W))
-    model.calibrate(val_dataset)    # stores the decision threshold
+    model.calibrate(val_dataset)    # stores the image and pixel decision thresholds
     model.save("bottle.vad"); vadkit.load("bottle.vad")
 
 Parameters are constructor keywords, as in scikit-learn: :meth:`AnomalyModel.get_params` reads them back
 from the signature, which is also what a model file stores and what the CLI validates ``--param`` against.
-A subclass implements ``_fit``, ``_predict_batch`` and the ``_state``/``_load_state`` pair; the input
-handling, batching, calibration and persistence live here once.
+``fit`` never changes a parameter: what it learns goes in attributes whose names end in ``_`` (the
+memory bank, the resolved layers, the input size), listed in each class's ``learned`` tuple, which is
+also what a model file stores (:meth:`AnomalyModel.state_dict`).
+
+A subclass implements ``_fit`` and ``_predict_batch`` and declares its learned attributes; the input
+handling, batching, input-size check, calibration and persistence live here once.
 """
 
 from __future__ import annotations
@@ -66,10 +70,17 @@ class AnomalyModel(ABC):
     name: ClassVar[str]
     #: batch size used by fit/predict when the caller passes none
     default_batch_size: ClassVar[int] = 8
+    #: learned attributes a model file stores; every class adds its own (the tuples of the MRO are merged)
+    learned: ClassVar[tuple[str, ...]] = ("input_size_",)
 
     def __init__(self) -> None:
+        #: (H, W) of the images the model was fitted on; predict refuses other sizes
+        self.input_size_: list[int] | None = None
         self.threshold: float | None = None
         self.threshold_rule: str | None = None
+        #: the pixel decision threshold of the maps (see :meth:`calibrate`) and how it was chosen
+        self.pixel_threshold: float | None = None
+        self.pixel_threshold_rule: str | None = None
         self.fitted = False
 
     # -- parameters ------------------------------------------------------------------------------
@@ -83,6 +94,14 @@ class AnomalyModel(ABC):
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters as plain values (what a model file stores to rebuild the model)."""
         return {name: getattr(self, name) for name in self.param_names()}
+
+    @classmethod
+    def learned_attributes(cls) -> tuple[str, ...]:
+        """Every learned attribute of this class and its bases, base classes first."""
+        names: dict[str, None] = {}
+        for klass in reversed(cls.__mro__):
+            names.update(dict.fromkeys(vars(klass).get("learned", ())))
+        return tuple(names)
 
     # -- input handling --------------------------------------------------------------------------
     @property
@@ -121,6 +140,16 @@ class AnomalyModel(ABC):
         for batch in loader:
             yield batch["image"]
 
+    def _check_input_size(self, images: torch.Tensor) -> None:
+        """Refuse images of another size than the fitted ones: features would not match what was learned
+        (a memory bank of other scales, a Gaussian per position of another grid)."""
+        size = list(images.shape[-2:])
+        if self.input_size_ is not None and size != list(self.input_size_):
+            height, width = self.input_size_
+            raise VadkitError(f"this {self.name} model was fitted on {height}x{width} images but got {size[0]}x"
+                              f"{size[1]}: pass image paths, samples or a dataset and let the model resize them, "
+                              f"or resize tensors with model.transform (output {height}x{width})")
+
     # -- the contract ----------------------------------------------------------------------------
     def fit(self, data: Images, *, batch_size: int | None = None, progress: bool | None = None) -> AnomalyModel:
         """Learn normality from ``data`` (normal images only). Returns ``self``."""
@@ -130,18 +159,28 @@ class AnomalyModel(ABC):
             raise VadkitError("fit needs at least one training image")
         from vadkit.progress import track
 
-        batches = track(self._batches(dataset, batch_size), f"{self.name}: extracting training features",
+        self.input_size_ = None
+        batches = track(self._sized(self._batches(dataset, batch_size)), f"{self.name}: extracting training features",
                         total=self.n_batches(n, batch_size), enabled=progress)
         self._fit(batches, n_images=n, progress=progress)
         self.fitted = True
-        self.threshold, self.threshold_rule = None, None
+        self.threshold = self.threshold_rule = self.pixel_threshold = self.pixel_threshold_rule = None
         return self
+
+    def _sized(self, batches: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Record the input size from the first training batch and hold every later one to it."""
+        for images in batches:
+            if self.input_size_ is None:
+                self.input_size_ = list(images.shape[-2:])
+            self._check_input_size(images)
+            yield images
 
     @torch.inference_mode()
     def predict_batches(self, data: Images, *, batch_size: int | None = None) -> Iterator[Prediction]:
         """Stream predictions batch by batch (constant memory for any number of images)."""
         self._check_fitted("predict")
         for images in self._batches(data, batch_size):
+            self._check_input_size(images)
             scores, maps = self._predict_batch(images)
             scores = scores.float().cpu().numpy()
             # Compared in float64, as the metrics do: numpy would round the threshold to the scores' float32.
@@ -160,18 +199,23 @@ class AnomalyModel(ABC):
         parts = list(track(batches, "predicting", total=total, enabled=progress if total else False))
         return Prediction.concatenate(parts)
 
-    def calibrate(self, data: Images, *, batch_size: int | None = None, progress: bool | None = None) -> float:
-        """Choose and store the decision threshold from validation data; returns it.
+    def calibrate(self, data: Images, *, batch_size: int | None = None, progress: bool | None = None,
+                  source: str = "validation images") -> float:
+        """Choose and store the image and pixel decision thresholds from held-out data; returns the image one.
 
-        Rule: when the data holds anomalies (labels from the dataset), the F1-optimal threshold; otherwise
-        the 99th percentile of the normal scores (about 1% false alarms on normal parts).
+        Image threshold: F1-optimal when the data holds anomalies (labels from the dataset), otherwise the
+        99th percentile of the normal scores (about 1% false alarms on normal parts). Pixel threshold: see
+        :meth:`calibrate_pixels`.
         """
         dataset = self.as_dataset(data)
-        scores = self.predict(dataset, batch_size=batch_size, progress=progress).scores
-        return self.calibrate_from_scores(scores, dataset.labels, source="validation images")
+        prediction = self.predict(dataset, batch_size=batch_size, progress=progress)
+        threshold = self.calibrate_from_scores(prediction.scores, dataset.labels, source=source)
+        self.calibrate_pixels(prediction.maps, dataset.labels, dataset.masks_array() if dataset.has_masks else None,
+                              source=source)
+        return threshold
 
     def calibrate_from_scores(self, scores: np.ndarray, labels: np.ndarray, source: str = "validation images") -> float:
-        """:meth:`calibrate` on scores already computed (avoids predicting the same images twice)."""
+        """The image threshold of :meth:`calibrate`, from scores already computed."""
         from vadkit.metrics import f1_max_threshold
 
         labels = np.asarray(labels)
@@ -188,12 +232,47 @@ class AnomalyModel(ABC):
         self.threshold = float(threshold)
         return self.threshold
 
+    def calibrate_pixels(self, maps: np.ndarray, labels: np.ndarray, masks: np.ndarray | None = None,
+                         source: str = "validation images") -> float:
+        """Choose and store the pixel threshold of the maps; returns it.
+
+        The image threshold decides whether a part is defective; the pixel threshold decides which pixels
+        of a defective part are drawn as the defect. Maps are not on the image score's scale (an image
+        score may be a reweighted or smoothed maximum), so the two are calibrated separately. Rule: with
+        ground-truth masks of anomalous images, the F1-optimal pixel threshold over all pixels; otherwise
+        the 99th percentile of the normal images' map maxima (99% of normal parts show no defect pixel).
+        """
+        from vadkit.metrics import f1_max_from_curve, pixel_clf_curve
+
+        labels = np.asarray(labels)
+        if masks is not None and labels.max() == 1 and np.asarray(masks).any() and not np.asarray(masks).all():
+            _, threshold = f1_max_from_curve(*pixel_clf_curve(masks, maps), unit="pixels")
+            self.pixel_threshold_rule = f"pixel F1-optimal on {source} ({len(labels)} images with masks)"
+        elif (labels == 0).any():
+            maxima = np.asarray(maps)[labels == 0].reshape(int((labels == 0).sum()), -1).max(axis=1)
+            threshold = float(np.quantile(maxima, NORMAL_QUANTILE))
+            self.pixel_threshold_rule = (f"{NORMAL_QUANTILE:.0%} quantile of normal images' map maxima on {source} "
+                                         f"({len(maxima)} images)")
+        else:
+            raise VadkitError("calibrating the pixel threshold needs normal images or masks of the anomalous ones")
+        self.pixel_threshold = float(threshold)
+        return self.pixel_threshold
+
     def save(self, path: str | Path) -> Path:
-        """Write one self-describing file: format version, parameters, learned state, threshold."""
+        """Write one self-describing file: format version, parameters, learned state, thresholds."""
         from vadkit.models.persistence import save_model
 
         self._check_fitted("save")
         return save_model(self, path)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The learned attributes (tensors and plain values) a model file stores, loaded weights-only."""
+        return {name: getattr(self, name) for name in self.learned_attributes()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (a missing attribute is a ``KeyError`` naming it)."""
+        for name in self.learned_attributes():
+            setattr(self, name, state[name])
 
     # -- for subclasses --------------------------------------------------------------------------
     @abstractmethod
@@ -203,14 +282,6 @@ class AnomalyModel(ABC):
     @abstractmethod
     def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> scores (B,), maps (B, H, W)."""
-
-    @abstractmethod
-    def state_dict(self) -> dict[str, Any]:
-        """Learned state as tensors and plain values (saved with ``torch.save``, loaded weights-only)."""
-
-    @abstractmethod
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
 
     def _check_fitted(self, verb: str) -> None:
         if not self.fitted:

@@ -25,7 +25,7 @@ Our measurements are in BENCHMARKS.md.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -53,6 +53,7 @@ class PaDiM(BackboneModel):
     """
 
     name = "padim"
+    learned: ClassVar[tuple[str, ...]] = ("channel_index_", "mean_", "precision_", "grid_")
 
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
                  weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
@@ -72,9 +73,10 @@ class PaDiM(BackboneModel):
         self.epsilon = epsilon
         self.sigma = sigma
         self.seed = seed
-        self.channel_index: torch.Tensor | None = None
-        self.mean: torch.Tensor | None = None          # (P, d)
-        self.precision: torch.Tensor | None = None     # (P, d, d) inverse covariance, or (P, d) 1/variance
+        self.channel_index_: torch.Tensor | None = None  # (d,) the random channel subset, sorted
+        self.mean_: torch.Tensor | None = None           # (P, d)
+        self.precision_: torch.Tensor | None = None      # (P, d, d) inverse covariance, or (P, d) 1/variance
+        self.grid_: list[int] | None = None              # [h, w] feature positions, P = h * w
 
     def default_layers(self) -> list[str]:
         """The stride-4 stage end before the PatchCore pair (ResNet layer1 + layer2 + layer3)."""
@@ -87,24 +89,20 @@ class PaDiM(BackboneModel):
         return ([shallower[-1]] if shallower else []) + pair
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Selected channels of the concatenated pyramid, as (B, P, d) with P = h * w positions."""
+        """Selected channels of the concatenated pyramid, as (B, P, d) with P = h * w positions.
+
+        The channel subset is drawn on the first call of a fit (it needs the pyramid's width)."""
         embedding = pyramid_embedding(self.features(images), self.chosen_layers(), patch_size=1)
-        if self.channel_index is None:
+        if self.channel_index_ is None:
             generator = torch.Generator().manual_seed(self.seed)
             d = min(self.n_features, embedding.shape[1])
-            self.channel_index = torch.randperm(embedding.shape[1], generator=generator)[:d].sort().values
-        if self.mean is not None and embedding.shape[-2] * embedding.shape[-1] != self.mean.shape[0]:
-            raise VadkitError(f"PaDiM was fitted on {self._grid[0]}x{self._grid[1]} feature positions but this input "
-                              f"gives {embedding.shape[-2]}x{embedding.shape[-1]}: feed images resized by "
-                              f"model.transform ({self.transform.output_size[0]}x{self.transform.output_size[1]} "
-                              "px), or pass paths/samples and let the model resize them")
-        if self.mean is None:
-            self._grid = tuple(embedding.shape[-2:])
-        selected = embedding[:, self.channel_index]
+            self.channel_index_ = torch.randperm(embedding.shape[1], generator=generator)[:d].sort().values
+            self.grid_ = list(embedding.shape[-2:])
+        selected = embedding[:, self.channel_index_]
         return selected.flatten(2).transpose(1, 2).double()
 
-    def _fit(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
-        self.channel_index, self.mean = None, None
+    def _fit_features(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
+        self.channel_index_ = self.mean_ = self.precision_ = self.grid_ = None
         count, total, second_moment = 0, None, None
         for images in batches:
             x = self.embed(images)                                   # (B, P, d) float64
@@ -125,22 +123,22 @@ class PaDiM(BackboneModel):
         if self.covariance == "full":
             covariance = (second_moment - count * mean[:, :, None] * mean[:, None, :]) / (count - 1)
             covariance += self.epsilon * torch.eye(mean.shape[1], dtype=torch.float64)
-            self.precision = torch.linalg.inv(covariance).float()
+            self.precision_ = torch.linalg.inv(covariance).float()
         else:
             variance = (second_moment - count * mean * mean) / (count - 1)
-            self.precision = (1.0 / (variance.clamp_min(0.0) + self.epsilon)).float()
-        self.mean = mean.float()
+            self.precision_ = (1.0 / (variance.clamp_min(0.0) + self.epsilon)).float()
+        self.mean_ = mean.float()
 
     def distance_grid(self, images: torch.Tensor) -> torch.Tensor:
         """Mahalanobis distance of every position, (B, h, w), before upsampling and smoothing."""
-        delta = self.embed(images).float() - self.mean                  # (B, P, d)
+        delta = self.embed(images).float() - self.mean_                 # (B, P, d)
         if self.covariance == "full":
             # (P, B, d) @ (P, d, d): one batched matrix product over positions, no loop
-            projected = torch.bmm(delta.transpose(0, 1), self.precision).transpose(0, 1)
+            projected = torch.bmm(delta.transpose(0, 1), self.precision_).transpose(0, 1)
             squared = (projected * delta).sum(-1)
         else:
-            squared = (delta * delta * self.precision).sum(-1)
-        return squared.clamp_min(0.0).sqrt().view(-1, *self._grid)
+            squared = (delta * delta * self.precision_).sum(-1)
+        return squared.clamp_min(0.0).sqrt().view(-1, *self.grid_)
 
     def analytic_macs(self, n_images: int = 1) -> dict[str, int]:
         """Distance work torch's flop counter cannot see (for ``vadkit profile``).
@@ -152,18 +150,9 @@ class PaDiM(BackboneModel):
         self._check_fitted("profile")
         if self.covariance == "full":
             return {}
-        positions = self._grid[0] * self._grid[1]
-        return {"diagonal_mahalanobis": n_images * positions * int(self.mean.shape[-1])}
+        positions = self.grid_[0] * self.grid_[1]
+        return {"diagonal_mahalanobis": n_images * positions * int(self.mean_.shape[-1])}
 
     def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         maps = to_image_maps(self.distance_grid(images), tuple(images.shape[-2:]), self.sigma)
         return maps.flatten(1).max(1).values, maps
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"channel_index": self.channel_index, "mean": self.mean, "precision": self.precision,
-                "grid": list(self._grid)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.channel_index = state["channel_index"]
-        self.mean, self.precision = state["mean"].float(), state["precision"].float()
-        self._grid = tuple(state["grid"])

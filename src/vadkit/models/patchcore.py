@@ -16,11 +16,17 @@ As the paper defines it:
   requested size: :class:`~vadkit.ops.streaming_coreset.StreamingKCenter` ("filter, then merge and
   reduce": greedy k-center whenever a buffer of ``max_patches_in_memory`` patches fills, patches already
   within the last selection's radius of it dropped on arrival). Its coverage radius is certified per fit
-  (:attr:`PatchCore.coreset_info`) and bounded by 2 OPT per reduce (4 OPT with the usual two reduces);
+  (:attr:`PatchCore.coreset_info_`) and bounded by 2 OPT per reduce (4 OPT with the usual two reduces);
 * patch score: distance to the nearest memory-bank feature (exact search, faiss);
 * image score: the largest patch score s*, reweighted by how isolated its nearest bank feature m* is
   (eq. 7): s = (1 - exp(s*) / sum_{m in N_b(m*)} exp(||m_test - m||)) * s*, with N_b the ``num_neighbours``
-  nearest bank features of m* (computed with a log-sum-exp for numerical safety);
+  nearest bank features of m* (m* itself included), computed with a log-sum-exp for numerical safety.
+  s* and every distance of eq. 7 are computed exactly from the vectors (float64); the nearest-neighbour
+  search only says *which* bank feature is m*. (faiss' distances come from ||a||^2 - 2 a.b + ||b||^2, whose
+  rounding is a visible fraction of the small distances of a normal patch; with s* from faiss and the
+  denominator exact, the weight of a well-covered patch was skewed.) With b = 1, or a bank of one row,
+  N_b(m*) = {m*} and eq. 7 gives a weight of exactly 0 for every image: the formula is degenerate there,
+  and s = s* (no reweighting) is returned, as anomalib does;
 * map: patch scores upsampled bilinearly to the input size and smoothed by a Gaussian with sigma = 4.
 
 Paper (WideResNet-50, 224 px crop of 256, coreset 10%): MVTec AD image AUROC 99.1%, pixel AUROC 98.1%,
@@ -32,6 +38,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -81,6 +89,7 @@ class PatchCore(BackboneModel):
     """
 
     name = "patchcore"
+    learned: ClassVar[tuple[str, ...]] = ("memory_bank_", "coreset_info_")
 
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
                  weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
@@ -111,16 +120,17 @@ class PatchCore(BackboneModel):
         self.seed = seed
         self.max_patches_in_memory = max_patches_in_memory
         self.bank_dtype = bank_dtype
-        self.memory_bank: torch.Tensor | None = None
+        #: (n, C) the coreset of training patch features
+        self.memory_bank_: torch.Tensor | None = None
         #: how the last fit selected its bank: streamed or not, reduces, radii, certified radius bound
-        self.coreset_info: dict[str, Any] = {}
+        self.coreset_info_: dict[str, Any] = {}
         self._index: NearestNeighbours | None = None
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Locally aware patch features (B, C, h, w) of a normalised batch."""
         return pyramid_embedding(self.features(images), self.chosen_layers(), self.patch_size)
 
-    def _fit(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
+    def _fit_features(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
         """Stream the training patches into the coreset selector: float16 copies of the full features and,
         when they are wider than ``projection_dim``, the float32 projection the selection works on. The
         patch count is known from the first batch (patches per image x ``n_images``), hence the bank
@@ -145,9 +155,9 @@ class PatchCore(BackboneModel):
                     projection = random_projection(patches.shape[1], self.projection_dim, self.seed)
             selector.add(patches, None if projection is None else patches @ projection)
         result = selector.finish()
-        self.memory_bank = result.rows.to(BANK_DTYPES[self.bank_dtype]).contiguous()
+        self.memory_bank_ = result.rows.to(BANK_DTYPES[self.bank_dtype]).contiguous()
         self._index = None
-        self.coreset_info = {
+        self.coreset_info_ = {
             "streamed": streamed, "bank_rows": len(result.indices), "patches": result.rows_seen,
             "buffered_patches": result.rows_buffered, "max_buffer_rows": result.max_buffer_rows,
             "reduces": result.reduces, "radii": result.radii, "radius_bound": result.radius_bound,
@@ -158,48 +168,65 @@ class PatchCore(BackboneModel):
     @property
     def index(self) -> NearestNeighbours:
         if self._index is None:
-            self._index = NearestNeighbours(self.memory_bank.float().numpy())
+            self._index = NearestNeighbours(self.memory_bank_.float().numpy())
         return self._index
 
-    # The two accesses to the bank that scoring makes; PatchCore-Lite answers them from its compressed bank.
+    # The three accesses to the bank that scoring makes; PatchCore-Lite answers them from its compressed bank.
+    def _bank_size(self) -> int:
+        return len(self.memory_bank_)
+
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Euclidean distances and ids of the ``k`` nearest bank rows of each query, ``(n, k)`` each."""
         return self.index.search(queries, k=k)
 
     def _bank_rows(self, ids: np.ndarray) -> np.ndarray:
         """Bank vectors of ``ids`` (any shape), shape ``(*ids.shape, C)``."""
-        return self.memory_bank.numpy()[ids]
+        return self.memory_bank_.numpy()[ids]
 
     def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = self.embed(images)
+        scores, maps, _ = self.score_embedding(self.embed(images), tuple(images.shape[-2:]))
+        return scores, maps
+
+    def score_embedding(self, embedding: torch.Tensor,
+                        size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Score locally aware patch features (B, C, h, w) against the bank: image scores (B,) by eq. 7,
+        smoothed maps (B, *size) and the raw patch scores (B, h, w) (the scoring stage on its own, for tests
+        and for comparing it with other implementations on the same features)."""
         b, _, h, w = embedding.shape
         patches = flatten_patches(embedding).float().numpy()
         distances, nearest = self._search(patches, k=1)
         patch_scores = torch.from_numpy(distances[:, 0]).view(b, h, w)
-        maps = to_image_maps(patch_scores, tuple(images.shape[-2:]), self.sigma)
+        maps = to_image_maps(patch_scores, size, self.sigma)
         scores = self._image_scores(patches.reshape(b, h * w, -1), distances[:, 0].reshape(b, h * w),
                                     nearest[:, 0].reshape(b, h * w))
-        return torch.from_numpy(scores), maps
+        return torch.from_numpy(scores), maps, patch_scores
 
     def _image_scores(self, patches: np.ndarray, distances: np.ndarray, nearest: np.ndarray) -> np.ndarray:
-        """Eq. 7 of the paper, for every image of the batch at once."""
+        """Eq. 7 of the paper, for every image of the batch at once (see the module docstring).
+
+        ``patches`` (B, P, C) test patch features, ``distances`` / ``nearest`` (B, P) their nearest-bank
+        distances and ids; returns (B,) float32 image scores.
+        """
+        rows = np.arange(len(distances))
         worst = distances.argmax(axis=1)                              # index of m_test,* per image
-        rows = np.arange(len(worst))
-        s_star = distances[rows, worst]
-        m_test = patches[rows, worst]                                 # (B, C)
-        m_star = self._bank_rows(nearest[rows, worst])                # (B, C)
-        _, neighbourhood = self._search(m_star, k=self.num_neighbours)   # N_b(m*), m* included
-        bank = self._bank_rows(neighbourhood)                         # (B, b, C)
+        m_test = patches[rows, worst].astype(np.float64)              # (B, C)
+        m_star_ids = nearest[rows, worst]
+        m_star = self._bank_rows(m_star_ids).astype(np.float64)       # (B, C)
+        s_star = np.linalg.norm(m_test - m_star, axis=1)
+        b = min(self.num_neighbours, self._bank_size())
+        if b == 1:
+            return s_star.astype(np.float32)                          # degenerate eq. 7: no reweighting
+        _, neighbourhood = self._search(m_star.astype(np.float32), k=b)   # N_b(m*), m* included
+        bank = self._bank_rows(neighbourhood).astype(np.float64)      # (B, b, C)
         to_neighbours = np.linalg.norm(bank - m_test[:, None, :], axis=2)
-        log_denominator = np.logaddexp.reduce(to_neighbours.astype(np.float64), axis=1)
+        log_denominator = np.logaddexp.reduce(to_neighbours, axis=1)
         weight = 1.0 - np.exp(s_star - log_denominator)
         return (weight * s_star).astype(np.float32)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"memory_bank": self.memory_bank}
-
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.memory_bank = state["memory_bank"].to(BANK_DTYPES[self.bank_dtype]).contiguous()
+        super().load_state_dict(state)
+        if self.memory_bank_ is not None:  # None in PatchCore-Lite, which keeps only the compressed bank
+            self.memory_bank_ = self.memory_bank_.to(BANK_DTYPES[self.bank_dtype]).contiguous()
         self._index = None
 
     def analytic_macs(self, n_images: int = 1) -> dict[str, int]:
@@ -209,7 +236,7 @@ class PatchCore(BackboneModel):
         self._check_fitted("profile")
         from vadkit.backbones import get_spec
 
-        bank, width = self.memory_bank.shape
+        bank, width = self.memory_bank_.shape
         stride = min(get_spec(self.backbone).layers[name] for name in self.chosen_layers())
         height, wide = self.transform.output_size
         patches = -(-height // stride) * -(-wide // stride)  # the patch grid of the shallowest tapped layer

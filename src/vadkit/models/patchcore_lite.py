@@ -77,7 +77,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -217,7 +217,8 @@ class CompressedBank:
 class PatchCoreLite(PatchCore):
     """PatchCore with a product-quantised memory bank and a coarse-to-fine search (Stropeni et al., 2026).
 
-    Takes every :class:`~vadkit.models.patchcore.PatchCore` parameter, plus:
+    Takes every :class:`~vadkit.models.patchcore.PatchCore` parameter (``bank_dtype`` then only sets how the
+    float bank is held between the coreset selection and its compression), plus:
 
     Args:
         pq_subquantizers: M, the number of sub-vectors each bank vector is cut into; must divide the
@@ -231,17 +232,21 @@ class PatchCoreLite(PatchCore):
     """
 
     name = "patchcore_lite"
+    #: the compressed bank; PatchCore's float ``memory_bank_`` is dropped once it is compressed (saved as None)
+    learned: ClassVar[tuple[str, ...]] = ("bank_",)
 
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
                  weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
                  coreset_ratio: float = 0.1, projection_dim: int = 128, num_neighbours: int = 9,
                  patch_size: int = 3, sigma: float = 4.0, coreset_search: str = "auto", seed: int = 0,
+                 max_patches_in_memory: int = 2**21, bank_dtype: str = "float32",
                  pq_subquantizers: int | None = None, pq_bits: int = 4, rerank: str = "sq8",
                  rerank_k: int = 16) -> None:
         super().__init__(backbone=backbone, layers=layers, weights=weights, image_size=image_size,
                          crop_size=crop_size, coreset_ratio=coreset_ratio, projection_dim=projection_dim,
                          num_neighbours=num_neighbours, patch_size=patch_size, sigma=sigma,
-                         coreset_search=coreset_search, seed=seed)
+                         coreset_search=coreset_search, seed=seed, max_patches_in_memory=max_patches_in_memory,
+                         bank_dtype=bank_dtype)
         if pq_subquantizers is not None and not (isinstance(pq_subquantizers, int) and pq_subquantizers >= 1):
             raise ParameterError(f"pq_subquantizers must be an integer >= 1 or None (d / 4), got {pq_subquantizers!r}")
         if not (isinstance(pq_bits, int) and 1 <= pq_bits <= MAX_PQ_BITS):
@@ -255,7 +260,7 @@ class PatchCoreLite(PatchCore):
         self.pq_bits = pq_bits
         self.rerank = rerank
         self.rerank_k = rerank_k
-        self.bank: CompressedBank | None = None
+        self.bank_: CompressedBank | None = None
         dim = self._feature_dim()
         if dim is not None:
             self._subquantizers_for(dim)  # fail now, not after feature extraction, when M does not divide d
@@ -285,19 +290,19 @@ class PatchCoreLite(PatchCore):
     def pq_bits_used(self) -> int:
         """Code width actually used (below ``pq_bits`` only when the bank was too small; see the docs)."""
         self._check_fitted("pq_bits_used")
-        return self.bank.nbits
+        return self.bank_.nbits
 
     @property
     def bank_bytes(self) -> int:
         """Bytes of the stored bank: codes, codebooks and re-rank codes (what ``state_dict`` holds)."""
         self._check_fitted("bank_bytes")
-        return int(self.bank.to_bytes().nbytes)
+        return int(self.bank_.to_bytes().nbytes)
 
     # -- fit ------------------------------------------------------------------------------------------
-    def _fit(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
-        self.bank = None
-        super()._fit(batches, n_images, progress)
-        self._compress(self.memory_bank)
+    def _fit_features(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
+        self.bank_ = None
+        super()._fit_features(batches, n_images, progress)
+        self._compress(self.memory_bank_)
 
     @classmethod
     def from_patchcore(cls, model: PatchCore, **params) -> PatchCoreLite:
@@ -311,14 +316,16 @@ class PatchCoreLite(PatchCore):
         shared = {key: value for key, value in model.get_params().items() if key in cls.param_names()}
         lite = cls(**{**shared, **params})
         lite._extractor = model._extractor  # same backbone and layers: reuse the loaded one
-        lite._compress(model.memory_bank)
+        for name in model.learned_attributes():  # fitted on the same images: the same layers, weights, size...
+            setattr(lite, name, getattr(model, name))
+        lite._compress(model.memory_bank_)
         lite.fitted = True
         return lite
 
     def _compress(self, memory_bank: torch.Tensor) -> None:
         """Quantise the float bank (PatchCore's, possibly float16) and drop it: only codes are kept."""
         bank = np.ascontiguousarray(memory_bank.float().numpy(), dtype=np.float32)
-        self.memory_bank, self._index = None, None  # the point of the method: no float bank is kept
+        self.memory_bank_, self._index = None, None  # the point of the method: no float bank is kept
         n, dim = bank.shape
         subquantizers = self._subquantizers_for(dim)
         nbits = self.pq_bits
@@ -331,21 +338,24 @@ class PatchCoreLite(PatchCore):
                           f"pq_bits={self.pq_bits} needs per sub-space: quantising with pq_bits={nbits} instead. "
                           "Use more training images or a larger coreset_ratio to keep the requested width.",
                           UserWarning, stacklevel=3)
-        self.bank = CompressedBank.build(bank, subquantizers, nbits, self.rerank, seed=self.seed)
+        self.bank_ = CompressedBank.build(bank, subquantizers, nbits, self.rerank, seed=self.seed)
 
     # -- predict --------------------------------------------------------------------------------------
     @property
     def index(self) -> CompressedBank:
         """The compressed bank (replaces PatchCore's exact index; ``search(queries, k)`` works alike)."""
-        return self.bank
+        return self.bank_
 
-    # PatchCore scores through these two (eq. 7 included): here they answer from the compressed bank, so
+    # PatchCore scores through these three (eq. 7 included): here they answer from the compressed bank, so
     # m* and N_b(m*) are taken at the re-rank level (see the module docstring).
+    def _bank_size(self) -> int:
+        return len(self.bank_)
+
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.bank.search(queries, k=k, rerank_k=self.rerank_k)
+        return self.bank_.search(queries, k=k, rerank_k=self.rerank_k)
 
     def _bank_rows(self, ids: np.ndarray) -> np.ndarray:
-        return self.bank.reconstruct(ids).reshape(*np.shape(ids), -1)
+        return self.bank_.reconstruct(ids).reshape(*np.shape(ids), -1)
 
     # -- cost -----------------------------------------------------------------------------------------
     def feature_grid(self) -> tuple[int, int]:
@@ -368,25 +378,25 @@ class PatchCoreLite(PatchCore):
         self._check_fitted("analytic_macs")
         h, w = self.feature_grid()
         patches = n_images * h * w
-        n_bank, dim = len(self.bank), self.bank.dim
-        m, centroids = self.bank.subquantizers, 2 ** self.bank.nbits
+        n_bank, dim = len(self.bank_), self.bank_.dim
+        m, centroids = self.bank_.subquantizers, 2 ** self.bank_.nbits
         tables = centroids * dim                       # M x 2^nbits x d/M
         scan = n_bank * m
         b = min(self.num_neighbours, n_bank)
         result = {
             "adc_tables": patches * tables,
             "code_scan": patches * scan,
-            "rerank": patches * self.bank.candidates(1, self.rerank_k) * dim,
-            "image_score": n_images * (tables + scan + self.bank.candidates(b, self.rerank_k) * dim + b * dim),
+            "rerank": patches * self.bank_.candidates(1, self.rerank_k) * dim,
+            "image_score": n_images * (tables + scan + self.bank_.candidates(b, self.rerank_k) * dim + b * dim),
         }
         result["total"] = sum(result.values())
         return result
 
     # -- persistence ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Only the serialised faiss index (uint8): PQ codebooks + codes and the re-rank codes."""
-        return {"pq_index": torch.from_numpy(self.bank.to_bytes())}
+        """The bank as its serialised faiss index (uint8: PQ codebooks + codes and the re-rank codes)."""
+        return {**super().state_dict(), "bank_": torch.from_numpy(self.bank_.to_bytes())}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.bank = CompressedBank.from_bytes(state["pq_index"].numpy())
-        self.memory_bank, self._index = None, None
+        super().load_state_dict({**state, "bank_": CompressedBank.from_bytes(state["bank_"].numpy())})
+        self._index = None

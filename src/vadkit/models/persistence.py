@@ -2,13 +2,19 @@
 
 Layout (a ``torch.save`` archive, read back with ``weights_only=True`` so loading a file never runs code):
 
-    {"format": "vadkit-model", "format_version": 1, "vadkit_version": "...",
-     "model": "patchcore", "params": {...constructor keywords...},
-     "state": {...tensors...}, "threshold": float | None, "threshold_rule": str | None}
+    {"format": "vadkit-model", "format_version": 2, "vadkit_version": "...",
+     "model": "patchcore", "params": {...constructor keywords, exactly as given...},
+     "state": {...every learned attribute (names ending in "_"): tensors and plain values...},
+     "threshold": float | None, "threshold_rule": str | None,
+     "pixel_threshold": float | None, "pixel_threshold_rule": str | None}
 
 Backbone weights are not stored: they are the published pretrained weights named by ``params["backbone"]``
 (and ``params["weights"]`` when an explicit file was used), resolved again offline-first on load. This keeps
-files small (a PatchCore bank at 1% is a few MB) at the price of needing those weights where it is loaded.
+files small (a PatchCore bank at 1% is a few MB) at the price of needing those weights where it is loaded;
+``state["backbone_weights_"]`` records their source and SHA-256, checked when the loaded model first builds
+its backbone (:mod:`vadkit.models.backbone_model`).
+
+Version 1 (parameters with the resolved layers, no learned-attribute names) is refused with the fix.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import torch
 from vadkit.errors import ModelFileError
 
 FORMAT = "vadkit-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def save_model(model, path: str | Path) -> Path:
@@ -38,6 +44,8 @@ def save_model(model, path: str | Path) -> Path:
         "state": model.state_dict(),
         "threshold": model.threshold,
         "threshold_rule": model.threshold_rule,
+        "pixel_threshold": model.pixel_threshold,
+        "pixel_threshold_rule": model.pixel_threshold_rule,
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
@@ -70,6 +78,7 @@ def read_model_file(path: str | Path) -> dict:
 
 def load_model(path: str | Path):
     """Rebuild a fitted model from a file written by ``model.save``."""
+    from vadkit.errors import VadkitError
     from vadkit.models.registry import model_class
 
     payload = read_model_file(path)
@@ -77,8 +86,24 @@ def load_model(path: str | Path):
         cls = model_class(payload["model"])
     except KeyError:
         raise ModelFileError(f"{path} holds a '{payload['model']}' model, which this vadkit does not know") from None
-    model = cls(**payload["params"])
-    model.load_state_dict(payload["state"])
+    params, valid = payload["params"], cls.param_names()
+    unknown = sorted(set(params) - set(valid))
+    missing = sorted(set(valid) - set(params))
+    if unknown or missing:
+        parts = ([f"parameters this vadkit's {cls.name} does not take: {', '.join(unknown)}"] if unknown else []) + \
+                ([f"no value for its parameters {', '.join(missing)}"] if missing else [])
+        raise ModelFileError(f"{path} was written by vadkit {payload.get('vadkit_version', '?')} with {'; '.join(parts)}. "
+                             f"Load it with that vadkit version, or re-train the model with this one")
+    try:
+        model = cls(**params)
+    except VadkitError as error:
+        raise ModelFileError(f"{path} holds parameters this vadkit rejects: {error}") from None
+    try:
+        model.load_state_dict(payload["state"])
+    except KeyError as error:
+        raise ModelFileError(f"{path} lacks the learned attribute {error} of a {cls.name} model: it is damaged or "
+                             "was written by another vadkit version; re-train it") from None
     model.fitted = True
-    model.threshold, model.threshold_rule = payload["threshold"], payload["threshold_rule"]
+    for key in ("threshold", "threshold_rule", "pixel_threshold", "pixel_threshold_rule"):
+        setattr(model, key, payload.get(key))
     return model
