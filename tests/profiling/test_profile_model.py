@@ -159,3 +159,37 @@ def test_cli_table_and_clean_errors(mvtec_folder, tmp_path):
     assert result.exit_code == 2 and "Did you mean 'patchcore'" in result.output
     result = run_cli(tmp_path / "missing.vad", "--param", "sigma=2")
     assert result.exit_code == 2 and "params apply to a model name" in result.output
+
+
+def test_a_model_file_is_profiled_without_any_dataset_or_the_demo_package(profiled, tmp_path):
+    """In a plain install (no elpv-dataset, no data): latency, MACs and sizes from images of the model's size."""
+    import subprocess
+    import sys
+    import textwrap
+
+    model, fitted_figures = profiled["padim"]
+    path = model.save(tmp_path / "padim.vad")
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.modules["elpv_dataset"] = None  # as if the demo-data package were not installed
+        from vadkit.profiling import profile_model
+        figures = profile_model({str(path)!r}, repeats=2, warmup=0, threads=1, progress=False).as_dict()
+        print(json.dumps({{"figures": figures, "demo": "vadkit.demo" in sys.modules}}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    figures = out["figures"]
+    assert not out["demo"]
+    assert figures["data"].startswith("synthetic") and figures["layout"] is None
+    assert figures["macs"] == fitted_figures["macs"] and figures["bank_bytes"] == fitted_figures["bank_bytes"]
+    assert figures["latency_ms_b1"] > 0 and figures["peak_rss_predict_mb"] > 0 and figures["fit_seconds"] is None
+
+
+def test_a_model_name_without_data_says_how_to_give_images():
+    from vadkit.errors import VadkitError
+
+    with pytest.raises(VadkitError, match="needs training images: pass data"):
+        profile_model("padim", params={"image_size": 64}, repeats=1, warmup=0, threads=1)
+    figures = profile_model("padim", params={"image_size": 64}, fit=False, repeats=1, warmup=0, threads=1).as_dict()
+    assert figures["data"].startswith("synthetic") and figures["backbone_ms_b1"] > 0

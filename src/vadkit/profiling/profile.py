@@ -20,8 +20,12 @@ What is measured, in this order, in this process, with the thread count pinned t
    alternation; their ratio (median of the per-round ratios) says how far the method is above its
    physical floor (DESIGN.md, "Performance rules").
 
-Images are real: the test split of the data (else the training split), ``batch_size`` images spread over
-it; with no data given, the offline ELPV solar-cell images (``elpv-dataset`` package, the demo's data).
+Images: with data, real ones, the test split (else the training split), ``batch_size`` images spread over
+it. Without data, a fitted model (a ``.vad`` file) is profiled on seeded random images of its own input
+size (``data`` says "synthetic"): its latency, MACs and sizes do not depend on what the pixels show (exact
+and product-quantised search scan the whole bank whatever the query), so a plain install measures them
+with no dataset. Fitting needs training images, so a model name needs data (``layout="elpv"`` with no
+``data`` takes the offline ELPV solar-cell images of the ``elpv-dataset`` package, when installed).
 
 With ``fit=False`` an unfitted model is profiled without training: only what needs no learned state
 (parameters, backbone MACs and latency) is filled in.
@@ -211,20 +215,27 @@ def resolve_model(model_or_spec, params: dict[str, Any] | None):
 
 
 def resolve_split(data, layout: str | None, layout_options: dict[str, Any] | None):
-    """(split, data description, layout): a Split as given, a folder + layout, or the ELPV demo data."""
+    """(split or None, data description, layout): a Split as given, a folder + layout, a layout that needs no
+    folder (``elpv``), or None when neither data nor layout is given (synthetic images, see the docs)."""
     from vadkit.data import Split, load_split
 
     if isinstance(data, Split):
         return data, "given split", layout
+    if data is None and layout is None:
+        return None, None, None
     options = dict(layout_options or {})
-    if data is None and layout in (None, "elpv"):
-        from vadkit.demo import DEMO_LAYOUT_OPTIONS
-
-        layout, options = "elpv", options or dict(DEMO_LAYOUT_OPTIONS)
-        return load_split(layout, None, **options), f"elpv-dataset package {options}", layout
     layout = layout or "mvtec"
     split = load_split(layout, data, **options)
-    return split, (str(Path(data).resolve()) if data is not None else layout), layout
+    return split, (str(Path(data).resolve()) if data is not None else f"{layout} {options}"), layout
+
+
+def synthetic_images(transform, count: int, seed: int = 0) -> torch.Tensor:
+    """``count`` seeded random images of the transform's output size, normalised as the model expects."""
+    height, width = transform.output_size
+    pixels = torch.rand(count, 3, height, width, generator=torch.Generator().manual_seed(seed))
+    mean = torch.tensor(transform.mean).view(1, 3, 1, 1)
+    std = torch.tensor(transform.std).view(1, 3, 1, 1)
+    return (pixels - mean) / std
 
 
 def load_images(samples, transform, count: int) -> torch.Tensor:
@@ -250,8 +261,8 @@ def profile_model(model_or_spec, *, data=None, layout: str | None = None,
     Args:
         model_or_spec: a model name (``"patchcore"``), a ``.vad`` file, or an :class:`AnomalyModel`.
         data, layout, layout_options: where the images come from (a dataset root + layout, or a
-            :class:`~vadkit.data.Split`); none given: the ELPV demo data. ``layout`` defaults to ``mvtec``
-            when ``data`` is a folder.
+            :class:`~vadkit.data.Split`); none given: synthetic images (see the module docstring).
+            ``layout`` defaults to ``mvtec`` when ``data`` is a folder.
         params: constructor parameters when ``model_or_spec`` is a name.
         batch_size: N, the batch of the second latency figure, of fitting, and of the predict-memory phase.
         repeats, warmup: timed and untimed calls per latency figure.
@@ -276,9 +287,16 @@ def profile_model(model_or_spec, *, data=None, layout: str | None = None,
             param_bytes=sizes.parameter_bytes(model), batch_n=batch_size, repeats=repeats, warmup=warmup,
             threads=n_threads)
         if not model.fitted and fit:
+            if split is None:
+                raise VadkitError(f"fitting {model.name} to profile it needs training images: pass data (CLI: --data "
+                                  "DIR --layout ...), or profile a trained .vad file, or an unfitted model with "
+                                  "fit=False (CLI: --no-fit)")
             _fit(model, split, profile, batch_size, max_train, progress)
-        samples = split.test or split.train
-        images = load_images(samples, model.transform, batch_size)
+        if split is None:
+            images = synthetic_images(model.transform, batch_size)
+            profile.data = f"synthetic: {batch_size} seeded random images of the model's input size"
+        else:
+            images = load_images(split.test or split.train, model.transform, batch_size)
         if model.fitted:
             _measure_fitted(model, images, profile, batch_size)
         elif extractor is not None:
