@@ -1,4 +1,5 @@
-"""AU-PRO against a brute-force reference (one threshold at a time, regions labelled per image) and hand cases."""
+"""AU-PRO against a brute-force reference (one threshold at a time, regions labelled per image), against a port of
+MVTec AD's own evaluation script, and hand cases."""
 
 import numpy as np
 import pytest
@@ -127,3 +128,68 @@ def test_fpr_limit_out_of_range_raises(fpr_limit):
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match=r"\(1, 4, 4\).*\(1, 4, 5\)"):
         aupro(np.eye(4, dtype=bool)[None], np.zeros((1, 4, 5)))
+
+
+# --- MVTec AD's own evaluation script -----------------------------------------------------------------------------
+
+
+def mvtec_compute_pro(maps, masks, fpr_dtype=np.float32):
+    """MVTec AD's evaluation code, ``pro_curve_util.compute_pro``, step by step: per-pixel FPR and PRO increments,
+    one descending sort of all scores, cumulative sums (the FPRs stored in ``fpr_dtype``: float32 in the script),
+    the last point of each run of tied scores, values clipped at 1, and (0, 0) / (1, 1) added at the ends."""
+    n_images, height, width = maps.shape
+    fp_change = np.zeros(maps.shape, dtype=np.uint32)
+    pro_change = np.zeros(maps.shape, dtype=np.float64)
+    n_ok_pixels, n_regions = 0, 0
+    for i in range(n_images):
+        labelled, n_components = ndimage.label(masks[i], np.ones((3, 3), dtype=int))
+        n_regions += n_components
+        ok = labelled == 0
+        n_ok_pixels += int(ok.sum())
+        fp_change[i][ok] = 1
+        for k in range(1, n_components + 1):
+            region = labelled == k
+            pro_change[i][region] = 1.0 / region.sum()
+    scores = maps.ravel()
+    order = np.argsort(scores)[::-1]
+    scores_sorted = scores[order]
+    fprs = np.cumsum(fp_change.ravel()[order]).astype(fpr_dtype)
+    fprs = np.divide(fprs, n_ok_pixels, out=fprs)
+    pros = np.cumsum(pro_change.ravel()[order]) / n_regions
+    last_of_run = np.append(np.diff(scores_sorted) != 0, True)
+    fprs, pros = np.minimum(fprs[last_of_run], 1.0), np.minimum(pros[last_of_run], 1.0)
+    return np.concatenate(([0.0], fprs, [1.0])), np.concatenate(([0.0], pros, [1.0]))
+
+
+def mvtec_trapezoid(x, y, x_max):
+    """MVTec AD's ``generic_util.trapezoid``: trapezoid rule up to ``x_max``, the last piece up to ``x_max`` with y
+    interpolated linearly between the points around it (found with ``bisect``)."""
+    from bisect import bisect
+
+    correction = 0.0
+    if x_max not in x:
+        ins = bisect(x, x_max)
+        y_at_max = y[ins - 1] + (y[ins] - y[ins - 1]) * (x_max - x[ins - 1]) / (x[ins] - x[ins - 1])
+        correction = 0.5 * (y_at_max + y[ins - 1]) * (x_max - x[ins - 1])
+    keep = x <= x_max
+    x, y = x[keep], y[keep]
+    return np.sum(0.5 * (y[1:] + y[:-1]) * (x[1:] - x[:-1])) + correction
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("decimals", [None, 1])  # distinct scores, or heavy ties between and within regions
+def test_agrees_with_mvtec_ad_evaluation_script(seed, decimals):
+    rng = np.random.default_rng(seed)
+    masks = random_blob_masks(rng, n_images=6, height=64, width=64)
+    maps = rng.normal(size=masks.shape) + 1.2 * masks + 0.5 * ndimage.uniform_filter(masks * 1.0, size=5)
+    if decimals is not None:
+        maps = np.round(maps, decimals)
+    maps = maps.astype(np.float32)
+    for fpr_limit in (0.3, 0.05, 1.0):
+        ours = aupro(masks, maps, fpr_limit)
+        # As published: FPRs in float32, the script's only difference (measured: at most 3.6e-9 on 30 seeds).
+        fprs, pros = mvtec_compute_pro(maps, masks)
+        assert ours == pytest.approx(mvtec_trapezoid(fprs, pros, fpr_limit) / fpr_limit, abs=1e-8)
+        # The same steps in float64: the same number up to summation order.
+        fprs, pros = mvtec_compute_pro(maps, masks, fpr_dtype=np.float64)
+        assert ours == pytest.approx(mvtec_trapezoid(fprs, pros, fpr_limit) / fpr_limit, abs=1e-13)

@@ -119,3 +119,82 @@ def test_report_type():
     report = compute_metrics([0, 1], [0.2, 0.8])
     assert isinstance(report, MetricsReport)
     assert report.as_dict() == {"image_auroc": 1.0, "image_aupr": 1.0, "image_f1_max": 1.0}
+
+
+def test_masks_for_another_number_of_images_than_the_labels_raise(evaluation):
+    labels, scores, masks, maps = evaluation  # 6 images
+    with pytest.raises(ValueError, match="labels and scores describe 6 images but masks describe 5"):
+        compute_metrics(labels, scores, masks[:5], maps[:5])
+    with pytest.raises(ValueError, match="labels and scores describe 3 images but masks describe 2"):
+        compute_metrics(labels[:3], scores[:3], masks[:2], maps[:2])
+    with pytest.raises(ValueError, match="labels and scores describe 6 images but maps describe 7"):
+        compute_metrics(labels, scores, loco_regions=[], maps=np.concatenate([maps, maps[:1]]))
+    with pytest.raises(ValueError, match="3 items but scores has 2"):  # labels vs scores: checked before
+        compute_metrics(labels[:3], scores[:2], masks[:2], maps[:2])
+    # A single (H, W) mask is one image.
+    one = compute_metrics(labels[3:4], scores[3:4], masks[3], maps[3])
+    assert one.values["pixel_aupr"] == pixel_aupr(masks[3], maps[3])
+    with pytest.raises(ValueError, match="describe 2 images but masks describe 1"):
+        compute_metrics(labels[2:4], scores[2:4], masks[3], maps[3])
+
+
+def loco_case():
+    """Two good and three anomalous 24 x 24 images; LOCO-style regions, one of them logical (saturated at 40%)."""
+    from vadkit.metrics import LocoRegion
+
+    rng = np.random.default_rng(4)
+    maps = rng.normal(size=(5, 24, 24))
+    per_image = [[], []]
+    for i in range(2, 5):
+        regions = []
+        for top, left, saturation in ((2 * i, 3, None), (12, 2 * i, 0.4)):
+            mask = np.zeros((24, 24), dtype=bool)
+            mask[top : top + 5, left : left + 6] = True
+            maps[i][mask] += rng.uniform(0.5, 2.5)
+            area = int(mask.sum())
+            regions.append(LocoRegion(mask, float(area if saturation is None else int(saturation * area)), "d"))
+        per_image.append(regions)
+    labels = np.array([0, 0, 1, 1, 1])
+    return labels, maps.max(axis=(1, 2)), maps, per_image
+
+
+def test_loco_regions_add_auspro_at_the_loco_papers_fpr_limit():
+    from vadkit.metrics import SaturatedRegion, auspro
+
+    labels, scores, maps, per_image = loco_case()
+    report = compute_metrics(labels, scores, maps=maps, loco_regions=per_image)
+    flat = [SaturatedRegion(i, r.mask, r.saturation) for i, regions in enumerate(per_image) for r in regions]
+    expected = auspro(flat, maps, fpr_limit=0.05)
+    assert report.values["pixel_auspro"] == expected and 0.05 < expected < 0.95
+    assert set(report.values) == set(IMAGE_METRICS) | {"pixel_auspro"}  # no masks: no other pixel metric
+    # The flat form gives the same; the value differs from the 0.3 limit, so the limit is the registered 0.05.
+    assert compute_metrics(labels, scores, maps=maps, loco_regions=flat).values["pixel_auspro"] == expected
+    assert expected != auspro(flat, maps, fpr_limit=0.3)
+    # No region at all: skipped with the reason, like every undefined metric.
+    empty = compute_metrics(labels, scores, maps=maps, loco_regions=[[]] * 5)
+    assert "no ground-truth region" in empty.skipped["pixel_auspro"]
+
+
+def test_loco_regions_are_checked():
+    labels, scores, maps, per_image = loco_case()
+    with pytest.raises(ValueError, match="without maps"):
+        compute_metrics(labels, scores, loco_regions=per_image)
+    with pytest.raises(ValueError, match="5 sequences"):
+        compute_metrics(labels, scores, maps=maps, loco_regions=per_image[:4])  # one list per image
+    with pytest.raises(ValueError, match="5 sequences"):
+        compute_metrics(labels, scores, maps=maps, loco_regions=[np.zeros((24, 24))] * 5)
+
+
+def test_aupimo_method_is_passed_and_recorded():
+    rng = np.random.default_rng(1)
+    masks = np.zeros((16, 256, 256), dtype=bool)
+    for i in range(12, 16):
+        masks[i, 10 * i:10 * i + 30, 20:60] = True
+    maps = rng.normal(size=masks.shape).astype(np.float32) + 3.5 * masks
+    labels = masks.any(axis=(1, 2))
+    exact = compute_metrics(labels, maps.max(axis=(1, 2)), masks, maps, aupimo_method="exact")
+    reference = compute_metrics(labels, maps.max(axis=(1, 2)), masks, maps)
+    assert exact.aupimo.method == "exact" and reference.aupimo.method == "reference"
+    assert exact.values["aupimo_mean"] == aupimo(masks, maps, method="exact").mean
+    assert exact.values["aupimo_mean"] != reference.values["aupimo_mean"]
+    assert np.array_equal(reference.per_image["aupimo_mean"], reference.aupimo.per_image, equal_nan=True)

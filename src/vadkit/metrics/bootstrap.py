@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vadkit.errors import UndefinedMetricError
+from vadkit.metrics import registry
 from vadkit.metrics.binned import (
     DEFAULT_BINS,
     PixelHistogram,
@@ -71,9 +72,10 @@ __all__ = [
     "replicate_counts",
 ]
 
-IMAGE_CI_METRICS = ("image_auroc", "image_aupr", "image_f1_max")
-PIXEL_CI_METRICS = ("pixel_auroc", "pixel_aupr", "pixel_f1_max", "pixel_aupro", "pixel_aupro_005")
-_AUPRO_LIMITS = {"pixel_aupro": 0.3, "pixel_aupro_005": 0.05}
+#: Which metrics each bootstrap serves comes from the registry (``bootstrap="images"`` / ``"pixel_histogram"``), read
+#: when a function runs; these are snapshots of vadkit's own metrics, taken at import.
+IMAGE_CI_METRICS = registry.keys(bootstrap="images")
+PIXEL_CI_METRICS = registry.keys(bootstrap="pixel_histogram")
 #: Replicates drawn and evaluated together (fixed, so results do not depend on memory settings).
 _BLOCK = 64
 
@@ -141,7 +143,11 @@ def _percentile_interval(values: np.ndarray, estimate: float, confidence: float,
 # --- image metrics ----------------------------------------------------------------------------------------------
 
 
-def _check_metrics(metrics, allowed: tuple[str, ...]) -> tuple[str, ...]:
+def _check_metrics(metrics, bootstrap: str) -> tuple[str, ...]:
+    """``metrics`` (a key, keys, or None = all) among the registered metrics with this ``bootstrap``."""
+    allowed = registry.keys(bootstrap=bootstrap)
+    if metrics is None:
+        return allowed
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     unknown = [name for name in metrics if name not in allowed]
     if unknown or not metrics:
@@ -166,9 +172,11 @@ class _SortedScores:
 
 
 def _image_metric(name: str, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    if name == "image_auroc":
+    """The registered image metric ``name`` of descending (..., k) weighted counts, by its statistic."""
+    statistic = registry.get(name).statistic
+    if statistic == "auroc":
         return auroc_of_counts(pos, neg)
-    if name == "image_aupr":
+    if statistic == "aupr":
         return aupr_of_counts(pos, neg)
     return f1_of_counts(pos, neg)[0]
 
@@ -185,7 +193,7 @@ def _image_setup(labels, scores) -> tuple[np.ndarray, np.ndarray, list[np.ndarra
     return labels, scores, [np.flatnonzero(labels), np.flatnonzero(~labels)]
 
 
-def bootstrap_image_replicates(labels, scores, metrics=IMAGE_CI_METRICS, n_resamples: int = 1000,
+def bootstrap_image_replicates(labels, scores, metrics=None, n_resamples: int = 1000,
                                seed=0) -> dict[str, np.ndarray]:
     """The bootstrap replicate values behind ``bootstrap_image_ci``: metric name -> (n_resamples,) float64.
 
@@ -193,7 +201,7 @@ def bootstrap_image_replicates(labels, scores, metrics=IMAGE_CI_METRICS, n_resam
     ``[anomalous indices, normal indices]`` (in that order) and ``np.random.default_rng(seed)``; equal to the
     metric computed with ``sample_weight`` = that replicate's multiplicities.
     """
-    metrics = _check_metrics(metrics, IMAGE_CI_METRICS)
+    metrics = _check_metrics(metrics, "images")
     n_resamples, _ = _check_settings(n_resamples, 0.5)
     labels, scores, strata = _image_setup(labels, scores)
     sorted_scores = _SortedScores(labels, scores)
@@ -205,13 +213,13 @@ def bootstrap_image_replicates(labels, scores, metrics=IMAGE_CI_METRICS, n_resam
     return {name: np.concatenate(parts) for name, parts in values.items()}
 
 
-def bootstrap_image_ci(labels, scores, metrics=IMAGE_CI_METRICS, n_resamples: int = 1000,
+def bootstrap_image_ci(labels, scores, metrics=None, n_resamples: int = 1000,
                        confidence: float = 0.95, seed=0) -> dict[str, Interval]:
     """Percentile bootstrap intervals of image AUROC, AUPR and F1-max (images resampled within each class).
 
     Args:
         labels: (N,) bool or 0/1 image labels. scores: (N,) finite image scores.
-        metrics: names among ``IMAGE_CI_METRICS``.
+        metrics: a key or keys of registered metrics with ``bootstrap="images"``; None (default): all of them.
         n_resamples: bootstrap replicates. confidence: nominal coverage in (0, 1). seed: for
             ``np.random.default_rng``; the same seed gives the same intervals.
 
@@ -221,7 +229,7 @@ def bootstrap_image_ci(labels, scores, metrics=IMAGE_CI_METRICS, n_resamples: in
     Raises:
         UndefinedMetricError: a single class. ValueError: bad input, unknown metric, bad settings.
     """
-    metrics = _check_metrics(metrics, IMAGE_CI_METRICS)
+    metrics = _check_metrics(metrics, "images")
     n_resamples, confidence = _check_settings(n_resamples, confidence)
     labels, scores, strata = _image_setup(labels, scores)
     full_pos, full_neg = _SortedScores(labels, scores).run_counts(np.ones((1, labels.size), dtype=np.int64))
@@ -236,41 +244,44 @@ def bootstrap_image_ci(labels, scores, metrics=IMAGE_CI_METRICS, n_resamples: in
 
 
 def _pixel_metric(name: str, pos, neg, pro_weight, n_regions) -> np.ndarray:
-    """Metric of descending (..., B) histograms."""
-    if name == "pixel_auroc":
+    """The registered pixel metric ``name`` of descending (..., B) histograms, by its statistic."""
+    metric = registry.get(name)
+    if metric.statistic == "auroc":
         return auroc_of_counts(pos, neg)
-    if name == "pixel_aupr":
+    if metric.statistic == "aupr":
         return aupr_of_counts(pos, neg)
-    if name == "pixel_f1_max":
+    if metric.statistic == "f1_max":
         return f1_of_counts(pos, neg)[0]
-    return pro_area_of_counts(pos, neg, pro_weight, n_regions, _AUPRO_LIMITS[name])
+    return pro_area_of_counts(pos, neg, pro_weight, n_regions, metric.fpr_limit)
 
 
 def _pixel_estimate(name: str, hist: PixelHistogram) -> float:
-    if name == "pixel_auroc":
+    metric = registry.get(name)
+    if metric.statistic == "auroc":
         return hist.auroc()
-    if name == "pixel_aupr":
+    if metric.statistic == "aupr":
         return hist.aupr()
-    if name == "pixel_f1_max":
+    if metric.statistic == "f1_max":
         return hist.f1_max()
-    return hist.aupro(_AUPRO_LIMITS[name])
+    return hist.aupro(metric.fpr_limit)
 
 
 def _pixel_bound(name: str, hist: PixelHistogram) -> float:
-    if name == "pixel_auroc":
+    metric = registry.get(name)
+    if metric.statistic == "auroc":
         return hist.auroc_error_bound()
-    if name == "pixel_aupr":
+    if metric.statistic == "aupr":
         return hist.aupr_error_bound()
-    if name == "pixel_f1_max":
+    if metric.statistic == "f1_max":
         return hist.f1_max_error_bound()
-    return hist.aupro_error_bound(_AUPRO_LIMITS[name])
+    return hist.aupro_error_bound(metric.fpr_limit)
 
 
 def _pixel_bootstrap(masks, maps, metrics, n_resamples: int, seed, bins: int, edges):
     """(pooled histogram, replicate values, strata description) of the pixel bootstrap."""
     masks, maps = as_mask_and_map_stacks(masks, maps)
     edges = quantile_edges(masks, maps, bins) if edges is None else edges
-    regions = any(name in _AUPRO_LIMITS for name in metrics)
+    regions = any(registry.get(name).statistic == "aupro" for name in metrics)
     tables = _per_image_tables(masks, maps, edges, regions=regions)
     hist = PixelHistogram.from_tables(edges, tables, regions=regions)
     hist.require_both_classes("pixel bootstrap intervals")
@@ -297,19 +308,19 @@ def _pixel_bootstrap(masks, maps, metrics, n_resamples: int, seed, bins: int, ed
     return hist, {name: np.concatenate(parts) for name, parts in values.items()}, described
 
 
-def bootstrap_pixel_replicates(masks, maps, metrics=PIXEL_CI_METRICS, n_resamples: int = 1000, seed=0,
+def bootstrap_pixel_replicates(masks, maps, metrics=None, n_resamples: int = 1000, seed=0,
                                bins: int = DEFAULT_BINS, edges=None) -> dict[str, np.ndarray]:
     """The replicate values behind ``bootstrap_pixel_ci``: metric name -> (n_resamples,) float64.
 
     Replicate r is the binned metric of the images drawn by ``replicate_counts`` with strata
     ``[images with defect pixels, images without]`` (empty strata omitted), NaN where it is undefined.
     """
-    metrics = _check_metrics(metrics, PIXEL_CI_METRICS)
+    metrics = _check_metrics(metrics, "pixel_histogram")
     n_resamples, _ = _check_settings(n_resamples, 0.5)
     return _pixel_bootstrap(masks, maps, metrics, n_resamples, seed, bins, edges)[1]
 
 
-def bootstrap_pixel_ci(masks, maps, metrics=PIXEL_CI_METRICS, n_resamples: int = 1000, confidence: float = 0.95,
+def bootstrap_pixel_ci(masks, maps, metrics=None, n_resamples: int = 1000, confidence: float = 0.95,
                        seed=0, bins: int = DEFAULT_BINS, edges=None) -> dict[str, Interval]:
     """Percentile bootstrap intervals of pixel AUROC, AUPR, F1-max and AU-PRO, resampling *images*.
 
@@ -319,7 +330,8 @@ def bootstrap_pixel_ci(masks, maps, metrics=PIXEL_CI_METRICS, n_resamples: int =
 
     Args:
         masks: (N, H, W) bool or 0/1. maps: (N, H, W) finite anomaly maps.
-        metrics: names among ``PIXEL_CI_METRICS`` (``pixel_aupro``: FPR limit 0.3, ``pixel_aupro_005``: 0.05).
+        metrics: a key or keys of registered metrics with ``bootstrap="pixel_histogram"`` (``pixel_aupro``: FPR limit
+            0.3, ``pixel_aupro_005``: 0.05); None (default): all of them.
         n_resamples, confidence, seed: as ``bootstrap_image_ci``.
         bins: number of ``quantile_edges`` bins (ignored when ``edges`` is given).
         edges: explicit bin edges (e.g. to share one binning between runs).
@@ -327,7 +339,7 @@ def bootstrap_pixel_ci(masks, maps, metrics=PIXEL_CI_METRICS, n_resamples: int =
     Raises:
         UndefinedMetricError: no defect pixel or no normal pixel. ValueError: bad input.
     """
-    metrics = _check_metrics(metrics, PIXEL_CI_METRICS)
+    metrics = _check_metrics(metrics, "pixel_histogram")
     n_resamples, confidence = _check_settings(n_resamples, confidence)
     hist, values, described = _pixel_bootstrap(masks, maps, metrics, n_resamples, seed, bins, edges)
     method = (f"percentile bootstrap, {n_resamples} resamples of the images stratified by defect presence "

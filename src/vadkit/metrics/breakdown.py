@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from vadkit.metrics.pimo import DEFAULT_AUPIMO_METHOD
 from vadkit.metrics.report import MetricsReport, compute_metrics
 
 __all__ = ["per_defect_metrics"]
 
 
 def per_defect_metrics(labels, scores, defect_types, masks=None, maps=None,
-                       fpr_bounds: tuple[float, float] = (1e-5, 1e-4)) -> dict[str, MetricsReport]:
+                       fpr_bounds: tuple[float, float] = (1e-5, 1e-4),
+                       aupimo_method: str = DEFAULT_AUPIMO_METHOD) -> dict[str, MetricsReport]:
     """``compute_metrics`` on (normal images + images of one defect type), for each defect type.
 
     Args:
         labels: (N,) 0/1 image labels. scores: (N,) image scores.
         defect_types: (N,) defect type name of each image (ignored for normal images).
         masks, maps: optional (N, H, W) ground truth and anomaly maps, as for ``compute_metrics``.
+        fpr_bounds, aupimo_method: AUPIMO settings, as for ``compute_metrics``.
 
     Returns:
         defect type -> MetricsReport, in sorted order of the names. Empty when there are no anomalous images.
@@ -39,6 +42,6 @@ def per_defect_metrics(labels, scores, defect_types, masks=None, maps=None,
         reports[defect] = compute_metrics(
             labels[keep], scores[keep],
             None if masks is None else masks[keep], None if maps is None else maps[keep],
-            fpr_bounds=fpr_bounds,
+            fpr_bounds=fpr_bounds, aupimo_method=aupimo_method,
         )
     return reports

@@ -37,7 +37,6 @@ from scipy import stats
 
 from vadkit.errors import UndefinedMetricError
 from vadkit.metrics.bootstrap import (
-    IMAGE_CI_METRICS,
     _check_metrics,
     _check_settings,
     _image_metric,
@@ -145,14 +144,15 @@ def paired_bootstrap(labels, scores_a, scores_b, metric: str = "image_auroc", n_
 
     Args:
         labels: (n,) shared labels. scores_a, scores_b: (n,) scores of runs A and B on the same images.
-        metric: one of ``image_auroc``, ``image_aupr``, ``image_f1_max``.
+        metric: a registered metric with ``bootstrap="images"`` (vadkit's: ``image_auroc``, ``image_aupr``,
+            ``image_f1_max``).
         n_resamples, confidence, seed: as ``bootstrap.bootstrap_image_ci`` (images resampled within each
             class, the same replicates for both runs).
 
     Raises:
         UndefinedMetricError: a single class. ValueError: different lengths, bad input, unknown metric.
     """
-    (metric,) = _check_metrics(metric, IMAGE_CI_METRICS)
+    (metric,) = _check_metrics(metric, "images")
     n_resamples, confidence = _check_settings(n_resamples, confidence)
     labels, scores_a, scores_b = _paired_inputs(labels, scores_a, scores_b)
     labels, _, strata = _image_setup(labels, scores_a)

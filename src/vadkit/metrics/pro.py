@@ -20,9 +20,21 @@ evaluating only at the end of each run of equal scores. The curve starts at (0, 
 applied up to ``fpr_limit``, where the PRO value is linearly interpolated between the two curve points around
 it (the same cut-off rule as the MVTec reference code).
 
-Differences to other implementations: the MVTec reference script and anomalib evaluate the curve on a fixed
-number of thresholds (or a down-sampled curve), which approximates this exact curve; expect differences in the
-third or fourth decimal, larger for maps with few distinct values.
+Differences to other implementations:
+
+- MVTec AD's own evaluation script (``compute_pro`` in ``pro_curve_util.py`` and ``trapezoid`` in
+  ``generic_util.py``, from the dataset's evaluation code) is exact too: it sorts all anomaly scores, accumulates
+  per-pixel FPR and PRO increments, keeps the last point of each run of tied scores, and integrates with the
+  trapezoid rule, interpolating the PRO linearly at the FPR limit, exactly as here. Its one difference is that it
+  stores the FPRs in float32, which moves AU-PRO in the ninth decimal: against a port of it
+  (``tests/metrics/test_metrics_pro.py``) vadkit agrees to 1e-8: measured at most 3.6e-9 on small generated sets
+  (30 seeds of 6 images of 64 x 64, with and without ties; FPR limits 0.05, 0.3, 1) and 2e-10 on 20 images of
+  256 x 256. With its float32 cast removed the two agree to 1e-13 (measured 1e-14).
+- anomalib's ``AUPRO`` (``anomalib/metrics/aupro.py``) approximates the curve: it computes a ROC curve per region,
+  resamples every region's curve on one shared index axis by linear interpolation (by position along the curve,
+  not by FPR), averages them in float32, and with ``num_thresholds`` evaluates binned thresholds. The size of the
+  difference depends on the maps (more for maps with few distinct values); it is not measured here (anomalib needs
+  torch, which ``vadkit.metrics`` does not import).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""How the report writes metric names and values: one place, so tables and plot titles agree."""
+"""How the report writes metric names and values: one place, so tables and plot titles agree.
+
+A registered metric is written with its registry label (``vadkit.metrics.registry``); other keys (run facts) are
+spelled out from their words.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,16 @@ __all__ = ["format_value", "metric_label"]
 _ACRONYMS = {"auroc": "AUROC", "aupr": "AUPR", "aupro": "AU-PRO", "aupimo": "AUPIMO", "auspro": "AU-sPRO",
              "f1": "F1", "fpr": "FPR", "tpr": "TPR", "pro": "PRO", "ap": "AP", "iou": "IoU", "ms": "ms",
              "gb": "GB", "mb": "MB", "tp": "TP", "fp": "FP", "tn": "TN", "fn": "FN"}
-_KNOWN = {
-    "pixel_aupro": "Pixel AU-PRO (FPR ≤ 0.3)",
-    "pixel_aupro_005": "Pixel AU-PRO (FPR ≤ 0.05)",
-    "aupimo_mean": "Mean AUPIMO",
-    "aupimo_count": "Images with AUPIMO",
-    "image_aupr": "Image AUPR (AP)",
-    "pixel_aupr": "Pixel AUPR (AP)",
-    "vadkit": "vadkit",
-}
+_KNOWN = {"vadkit": "vadkit"}  # keys that are not metrics and that the word rule would spell wrongly
 
 
 def metric_label(key: str) -> str:
-    """A readable name for a metrics.json key: ``image_auroc`` -> ``Image AUROC``; other text is kept."""
+    """A readable name for a metrics.json key: a metric's registry label (``pixel_aupro`` -> ``Pixel AU-PRO (FPR ≤
+    0.3)``), else ``image_auroc``-style words (``n_test`` -> ``N test``); other text is kept."""
+    from vadkit.metrics import registry
+
+    if key in registry.keys():
+        return registry.get(key).label
     if key in _KNOWN:
         return _KNOWN[key]
     if not key.replace("_", "").isalnum() or key != key.lower():
