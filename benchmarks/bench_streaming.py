@@ -200,10 +200,10 @@ def quality(args: argparse.Namespace) -> None:
 
     from vadkit.data import ImageDataset, load_split
     from vadkit.models.patchcore import PatchCore
-    from vadkit.ops.coreset import greedy_kcenter
+    from vadkit.ops.coreset import greedy_kcenter, start_index
     from vadkit.ops.knn import NearestNeighbours
     from vadkit.ops.patch_features import flatten_patches
-    from vadkit.ops.streaming_coreset import StreamingKCenter, seeded_start
+    from vadkit.ops.streaming_coreset import StreamingKCenter
 
     split = load_split("mtd", MTD)
     model = PatchCore(image_size=IMAGE_SIZE)
@@ -228,7 +228,7 @@ def quality(args: argparse.Namespace) -> None:
     for ratio in args.quality_ratios:
         k = int(round(ratio * len(points)))
         start = time.perf_counter()
-        exact = greedy_kcenter(points, k, start=seeded_start(len(points), 0), search="exact", progress=False)
+        exact = greedy_kcenter(points, k, start=start_index(points), search="exact", progress=False)
         exact_s = time.perf_counter() - start
         start = time.perf_counter()
         selector = StreamingKCenter(k, buffer_rows=max(len(points) // 10, 1), search="auto", progress=False)

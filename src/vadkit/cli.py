@@ -8,6 +8,7 @@ purpose (bad data, missing weights, damaged model files) are printed as one red 
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from pathlib import Path
 
@@ -65,9 +66,16 @@ def _run(action):
         warnings.formatwarning = previous
 
 
-SUMMARY_KEYS = ("image_auroc", "image_aupr", "image_f1_max", "pixel_auroc", "pixel_aupr", "pixel_f1_max",
-                "pixel_aupro", "pixel_aupro_005", "aupimo_mean", "image_precision", "image_recall", "image_fpr",
-                "n_train", "n_test", "fit_seconds", "predict_ms_per_image", "threshold")
+#: Run facts the summary table shows after the metrics. The metric rows are the metric registry's ``summary``
+#: metrics (``vadkit.metrics.registry``), read when the table is printed: ``summary_keys()``.
+SUMMARY_FACT_KEYS = ("n_train", "n_test", "fit_seconds", "predict_ms_per_image", "threshold")
+
+
+def summary_keys() -> tuple[str, ...]:
+    """Rows of the summary table, in order: the registry's summary metrics, then the run facts."""
+    from vadkit.metrics import registry
+
+    return registry.keys(summary=True) + SUMMARY_FACT_KEYS
 
 
 def _print_metrics(metrics: dict, title: str) -> None:
@@ -79,7 +87,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("95% interval", justify="right")
-    for key in SUMMARY_KEYS:
+    for key in summary_keys():
         if metrics.get(key) is not None:
             value = metrics[key]
             interval = intervals.get(key)
@@ -90,7 +98,9 @@ def _print_metrics(metrics: dict, title: str) -> None:
     Console().print(table)
     per_defect = metrics.get("per_defect") or {}
     if per_defect:
-        columns = [c for c in ("image_auroc", "pixel_auroc", "pixel_aupro", "aupimo_mean")
+        from vadkit.metrics import registry
+
+        columns = [c for c in registry.keys(per_defect_column=True)
                    if any(c in values for values in per_defect.values())]
         defects = Table(title="per defect type (normal images + that type)")
         defects.add_column("defect type")
@@ -105,6 +115,10 @@ def _print_comparison(comparison) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from vadkit.metrics import registry
+
+    lower_is_better = set(registry.keys(higher_is_better=False))
+
     table = Table(title=f"B - A: {comparison.run_b} vs {comparison.run_a} ({comparison.n_images} images)")
     for column in ("metric", "A", "B", "B - A", "95% interval of B - A", "p"):
         table.add_column(column, justify="left" if column == "metric" else "right")
@@ -112,7 +126,8 @@ def _print_comparison(comparison) -> None:
         interval = (f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]" if row.get("ci_low") is not None
                     else "[dim]unpaired: see each run[/dim]")
         p_value = f"{row['p_value']:.3g}" if row.get("p_value") is not None else ""
-        table.add_row(name, f"{row['a']:.4f}", f"{row['b']:.4f}", f"{row['difference']:+.4f}", interval, p_value)
+        shown = f"{name} [dim](lower is better)[/dim]" if name in lower_is_better else name
+        table.add_row(shown, f"{row['a']:.4f}", f"{row['b']:.4f}", f"{row['difference']:+.4f}", interval, p_value)
     console = Console()
     console.print(table)
     for name, test in comparison.tests.items():
@@ -127,6 +142,22 @@ batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=
 skip_option = click.option("--skip-bad-images", is_flag=True,
                            help="Skip unreadable image files with a warning instead of stopping.")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
+
+
+def threads_option(command):
+    """``--threads N`` for a command: one thread count for torch and faiss (:mod:`vadkit.threads`), set
+    before the command imports either."""
+
+    @click.option("--threads", type=click.IntRange(min=1), default=None,
+                  help="Threads for torch and faiss alike (default: the CPUs available to this process).")
+    @functools.wraps(command)
+    def with_threads(*args, threads, **kwargs):
+        from vadkit.threads import set_threads
+
+        set_threads(threads)
+        return command(*args, **kwargs)
+
+    return with_threads
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -146,11 +177,21 @@ def main() -> None:
               help="Model parameter, repeatable (e.g. coreset_ratio=0.01).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
 @click.option("--overlays", type=int, default=8, show_default=True, help="Number of overlay PNGs to write.")
+@click.option("--val-ratio", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Fraction of the training normals held out to calibrate the thresholds on "
+                   "(default: 0.1 with at least 20 training images, else none).")
+@click.option("--val", "val", type=click.Path(path_type=Path), default=None,
+              help="Validation folder to calibrate on instead: normal images, or good/ + defect folders (+ masks).")
+@click.option("--calibrate-on-test", is_flag=True,
+              help="Calibrate the thresholds on the test split (MVTec habit; thresholded figures become optimistic).")
 @batch_option
 @skip_option
 @quiet_option
-def train(data, layout, options, model_name, backbone, params, out, overlays, batch_size, skip_bad_images, quiet):
-    """Train a model and evaluate it: writes OUT/model.vad, OUT/metrics.json and OUT/overlays/."""
+@threads_option
+def train(data, layout, options, model_name, backbone, params, out, overlays, val_ratio, val, calibrate_on_test,
+          batch_size, skip_bad_images, quiet):
+    """Train a model, calibrate its thresholds on validation images, evaluate it on the test split: writes
+    OUT/model.vad, OUT/metrics.json and OUT/overlays/."""
     model_params = parse_assignments(params, "--param")
     if backbone:
         model_params["backbone"] = backbone
@@ -160,7 +201,8 @@ def train(data, layout, options, model_name, backbone, params, out, overlays, ba
 
         metrics = runs.train(data=data, layout=layout, model_name=model_name, params=model_params, out=out,
                              layout_options=parse_assignments(options, "--option"), batch_size=batch_size,
-                             overlays=overlays, skip_bad_images=skip_bad_images, progress=False if quiet else None)
+                             overlays=overlays, skip_bad_images=skip_bad_images, progress=False if quiet else None,
+                             val_ratio=val_ratio, val=val, calibrate_on_test=calibrate_on_test)
         _print_metrics(metrics, f"{model_name} on {data or layout}")
         click.echo(f"wrote {out / runs.MODEL_FILE}, {out / runs.METRICS_FILE}, {out / runs.PREDICTIONS_NPZ}, "
                    f"{out / runs.PER_IMAGE_FILE}, {out / 'overlays'}/ (vadkit report {out} makes report.html)")
@@ -179,6 +221,7 @@ def train(data, layout, options, model_name, backbone, params, out, overlays, ba
 @batch_option
 @skip_option
 @quiet_option
+@threads_option
 def test(model_path, data, layout, options, out, overlays, batch_size, skip_bad_images, quiet):
     """Evaluate a saved model on a dataset's test split: prints the metrics, writes metrics.json."""
     out = out or model_path.parent / "test"
@@ -200,18 +243,28 @@ def test(model_path, data, layout, options, out, overlays, batch_size, skip_bad_
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for predictions.jsonl.")
 @click.option("--no-overlays", is_flag=True, help="Do not write overlay PNGs.")
+@click.option("--no-recursive", is_flag=True, help="Score a folder's own images only, not its subfolders'.")
+@click.option("--full-resolution", is_flag=True,
+              help="Overlays and maps at each image's original size (default: the model's input size).")
+@click.option("--save-maps", is_flag=True, help="Also write each anomaly map as OUT/maps/*.npy (float32).")
 @batch_option
 @skip_option
 @quiet_option
-def predict(model_path, inputs, out, no_overlays, batch_size, skip_bad_images, quiet):
-    """Score images or folders of images: writes OUT/predictions.jsonl (+ overlays)."""
+@threads_option
+def predict(model_path, inputs, out, no_overlays, no_recursive, full_resolution, save_maps, batch_size,
+            skip_bad_images, quiet):
+    """Score images or folders of images (subfolders included): writes OUT/predictions.jsonl (+ overlays).
+
+    One line per image, its path relative to the folder given; with --skip-bad-images an unreadable file
+    gets a line with the reason."""
 
     def action():
         from vadkit import runs
 
         target = runs.predict(model_path=model_path, inputs=inputs, out=out, batch_size=batch_size,
                               overlays=not no_overlays, skip_bad_images=skip_bad_images,
-                              progress=False if quiet else None)
+                              progress=False if quiet else None, recursive=not no_recursive,
+                              full_resolution=full_resolution, save_maps=save_maps)
         click.echo(f"wrote {target}")
 
     _run(action)
@@ -230,6 +283,7 @@ seed_option = click.option("--seed", type=int, default=0, show_default=True, hel
 @click.option("--no-intervals", is_flag=True, help="Skip the bootstrap confidence intervals.")
 @click.option("--aupimo-fpr", nargs=2, type=float, default=(1e-5, 1e-4), show_default=True,
               metavar="LOW HIGH", help="AUPIMO integration range of the normal-image false positive rate.")
+@threads_option
 def eval_command(run_dir, resamples, seed, no_intervals, aupimo_fpr):
     """Recompute every metric of a run folder from its predictions.npz (no model, no dataset needed)."""
 
@@ -251,6 +305,7 @@ def eval_command(run_dir, resamples, seed, no_intervals, aupimo_fpr):
 @seed_option
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Folder for compare.json (default: not written).")
+@threads_option
 def compare(run_a, run_b, resamples, seed, out):
     """Compare run B with run A on the same test set: metric deltas, paired intervals and tests."""
 
@@ -271,6 +326,7 @@ def compare(run_a, run_b, resamples, seed, out):
               help="Most images in the gallery (all misclassified first, then spread over the scores).")
 @resamples_option
 @seed_option
+@threads_option
 def report(run_dir, gallery_size, resamples, seed):
     """Write RUN_DIR/report.html: summary, curves, per-defect table and an image gallery (works offline)."""
 
@@ -287,6 +343,7 @@ def report(run_dir, gallery_size, resamples, seed):
 @click.option("--out", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True)
 @click.option("--model", "model_name", default="patchcore", show_default=True)
 @quiet_option
+@threads_option
 def demo(out, model_name, quiet):
     """Offline demo on real data: PatchCore on ELPV solar-cell images (the elpv-dataset package).
 
@@ -377,7 +434,8 @@ def _print_profile(figures: dict) -> None:
 @main.command(name="profile")
 @click.argument("model_or_spec")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="Dataset root (default: the offline ELPV solar-cell images of `vadkit demo`).")
+              help="Dataset root: real images to fit on and to time (default: a .vad file is timed on random "
+                   "images of its input size; a model name needs data, or --layout elpv for the ELPV package).")
 @click.option("--layout", default=None, help="Folder layout: mvtec (default with --data), folder, mtd, elpv.")
 @option_option
 @click.option("--backbone", default=None, help="Backbone, for a model name (default: the model's).")

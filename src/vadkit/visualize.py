@@ -48,10 +48,15 @@ def colorize(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
 
 def blend_heatmap(image: np.ndarray, anomaly_map: np.ndarray, *, vmin: float, vmax: float,
                   alpha: float = 0.5) -> np.ndarray:
-    """(H, W, 3) uint8 image with the colour-mapped (H, W) ``anomaly_map`` blended over it (weight ``alpha``)."""
-    heat = colorize(anomaly_map, vmin, vmax)
+    """(H, W, 3) uint8 image with the colour-mapped (H, W) ``anomaly_map`` blended over it (weight ``alpha``).
+
+    NaN map values (pixels without a score, e.g. outside a centre crop) leave the image as it is."""
+    finite = np.isfinite(anomaly_map)
+    heat = colorize(np.where(finite, anomaly_map, vmin), vmin, vmax)
     mixed = image.astype(np.float32) * np.float32(1 - alpha)
     mixed += heat * np.float32(alpha)
+    if not finite.all():
+        mixed[~finite] = image[~finite]
     return mixed.astype(np.uint8)
 
 
@@ -64,10 +69,12 @@ def tint(image: np.ndarray, where: np.ndarray, colour=DEFECT_RED, strength: floa
 
 def overlay_panel(image: np.ndarray, anomaly_map: np.ndarray, *, vmin: float, vmax: float,
                   threshold: float | None, caption: str = "") -> Image.Image:
-    """Three panels side by side: the image, its heatmap blended over it, and the thresholded mask
-    (pixels whose map value is >= ``threshold`` tinted red; the panel is left plain without a threshold)."""
+    """Three panels side by side: the image, its heatmap blended over it, and the predicted defect (pixels
+    whose map value is >= the pixel ``threshold`` tinted red; the panel is left plain with None: an
+    uncalibrated model, or an image the model judges normal)."""
     blended = blend_heatmap(image, anomaly_map, vmin=vmin, vmax=vmax)
-    masked = tint(image, anomaly_map >= threshold) if threshold is not None else image.copy()
+    with np.errstate(invalid="ignore"):
+        masked = tint(image, anomaly_map >= threshold) if threshold is not None else image.copy()
     canvas = Image.fromarray(np.concatenate([image, blended, masked], axis=1))
     if caption:
         ImageDraw.Draw(canvas).text((4, 4), caption, fill=(255, 255, 255))

@@ -35,7 +35,7 @@ def trained(mvtec_folder, tmp_path_factory):
     result = CliRunner().invoke(main, ["train", "--data", str(mvtec_folder), "--layout", "mvtec", "--model",
                                        "patchcore", "--backbone", "mobilenet_v2", "--param", "image_size=64",
                                        "--param", "coreset_ratio=0.5", "--out", str(out), "--overlays", "3",
-                                       "--quiet"])
+                                       "--val-ratio", "0.25", "--quiet"])
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -45,7 +45,8 @@ def test_train_writes_model_metrics_and_overlays(trained):
     assert (out / "model.vad").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert METRIC_KEYS <= metrics.keys()
-    assert metrics["n_train"] == 12 and metrics["n_test"] == 8
+    assert metrics["n_train"] == 9 and metrics["n_val"] == 3 and metrics["n_test"] == 8
+    assert metrics["threshold_source"] == "validation_normals" and metrics["pixel_threshold"] is not None
     assert metrics["model"] == "patchcore" and metrics["backbone"] == "mobilenet_v2"
     assert metrics["params"]["coreset_ratio"] == 0.5 and metrics["fit_seconds"] > 0
     assert metrics["image_auroc"] == 1.0  # the generated defects are obvious
@@ -63,7 +64,8 @@ def test_metrics_omit_pixel_keys_without_masks(mvtec_folder, tmp_path):
                                        "image_size=64", "--out", str(tmp_path / "run"), "--quiet"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert "image_auroc" in metrics and not any(key.startswith("pixel_") for key in metrics)
+    assert "image_auroc" in metrics
+    assert not any(key.startswith("pixel_") for key in metrics if key not in runs.train_test.RUN_FACT_KEYS)
 
 
 def test_test_command_reproduces_training_metrics(trained, mvtec_folder, tmp_path):
@@ -87,7 +89,8 @@ def test_predict_writes_one_line_per_image_with_absolute_paths(trained, mvtec_fo
     lines = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(lines) == 1 + 4
     assert lines[0]["path"] == str(image.resolve()) and Path(lines[0]["overlay"]).is_file()
-    assert lines[0]["label"] == 1 and all(line["label"] == 0 for line in lines[1:])
+    threshold = json.loads((out / "metrics.json").read_text())["threshold"]  # 99% of 3 held-out normals' scores
+    assert lines[0]["label"] == 1 and all(line["label"] == int(line["score"] >= threshold) for line in lines)
     assert lines[0]["score"] > max(line["score"] for line in lines[1:])
 
 
@@ -154,13 +157,22 @@ def test_folder_layout_finds_a_ground_truth_mask_folder(tmp_path):
     assert len(anomalies) == 3 and all(s.mask_path is not None for s in anomalies)
 
 
-def test_train_without_normal_test_images_saves_an_uncalibrated_model(tmp_path):
+def test_calibrating_on_a_test_split_without_normal_images_saves_an_uncalibrated_model(tmp_path):
     data = _folder_dataset(tmp_path, with_defects=True)
     with pytest.warns(UserWarning, match="no normal images"):
         metrics = runs.train(data=data, layout="folder", model_name="patchcore", out=tmp_path / "run",
-                             params={"image_size": 64}, layout_options={"test_ratio": 0}, progress=False)
+                             params={"image_size": 64}, layout_options={"test_ratio": 0}, progress=False,
+                             calibrate_on_test=True)
     assert metrics["threshold"] is None and metrics["n_train"] == 6 and "image_auroc" not in metrics
     assert (tmp_path / "run" / "model.vad").is_file()
+
+
+def test_too_few_training_images_for_a_default_validation_part_say_so(tmp_path):
+    data = _folder_dataset(tmp_path, with_defects=True)
+    with pytest.warns(UserWarning, match="no validation images .* saved uncalibrated"):
+        metrics = runs.train(data=data, layout="folder", model_name="padim", out=tmp_path / "run",
+                             params={"image_size": 64}, layout_options={"test_ratio": 0}, progress=False)
+    assert metrics["threshold"] is None and metrics["threshold_source"] is None and metrics["n_val"] == 0
 
 
 def test_train_with_an_empty_test_split_still_saves_the_model(tmp_path):

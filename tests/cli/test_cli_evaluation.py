@@ -17,7 +17,7 @@ def run(mvtec_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluated_run")
     result = CliRunner().invoke(main, ["train", "--data", str(mvtec_folder), "--param", "image_size=64",
                                        "--param", "coreset_ratio=0.5", "--out", str(out), "--overlays", "2",
-                                       "--quiet"])
+                                       "--val-ratio", "0.25", "--quiet"])
     assert result.exit_code == 0, result.output
     return out
 

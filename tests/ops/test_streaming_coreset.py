@@ -8,7 +8,8 @@ import torch
 
 import vadkit.ops.streaming_coreset as streaming
 from vadkit.ops.coreset import coverage_radius, greedy_kcenter
-from vadkit.ops.streaming_coreset import StreamingKCenter, _CoverIndex, seeded_start
+from vadkit.ops.coreset import start_index
+from vadkit.ops.streaming_coreset import StreamingKCenter, _CoverIndex
 
 #: stated tolerance: streaming coverage radius <= this x the exact greedy radius on clustered data with
 #: rare modes (measured 1.11-1.17 here; on 100k real PatchCore features 1.17 with a buffer of 10 k, 1.37 with
@@ -76,18 +77,23 @@ def test_capacity_is_at_least_twice_k():
 
 def test_deterministic_for_a_seed_and_the_seed_matters():
     points, _ = clustered(2, n=6000)
-    _, one = stream(points, 150, buffer_rows=1000, seed=4)
-    _, two = stream(points, 150, buffer_rows=1000, seed=4)
-    _, other = stream(points, 150, buffer_rows=1000, seed=5)
+    _, one = stream(points, 150, buffer_rows=1000, start="random", seed=4)
+    _, two = stream(points, 150, buffer_rows=1000, start="random", seed=4)
+    _, other = stream(points, 150, buffer_rows=1000, start="random", seed=5)
     assert torch.equal(one.indices, two.indices) and one.radii == two.radii
     assert not torch.equal(one.indices, other.indices)
+    # the default start is the row nearest the mean: no seed to depend on
+    _, a = stream(points, 150, buffer_rows=1000, seed=4)
+    _, b = stream(points, 150, buffer_rows=1000, seed=5)
+    assert torch.equal(a.indices, b.indices)
 
 
 @pytest.mark.parametrize("search", ["exact", "ivf"])
 def test_a_stream_that_fits_the_buffer_is_exactly_greedy_kcenter(search):
     points, _ = clustered(3, n=5000)
-    _, result = stream(points, 250, buffer_rows=5000, search=search, seed=7)
-    expected = greedy_kcenter(points.half().float(), 250, start=seeded_start(5000, 7), search=search, progress=False)
+    _, result = stream(points, 250, buffer_rows=5000, search=search, start="random", seed=7)
+    space = points.half().float()
+    expected = greedy_kcenter(space, 250, start=start_index(space, "random", 7), search=search, progress=False)
     assert torch.equal(result.indices, expected) and result.reduces == 1
 
 
@@ -103,7 +109,7 @@ def test_coverage_radius_is_within_tolerance_of_exact_greedy_and_rare_modes_are_
     if result is None:
         _, result = stream(points, 300, buffer_rows=2000)
     space = points.half().float()
-    exact = greedy_kcenter(space, 300, start=seeded_start(len(points), 0), progress=False)
+    exact = greedy_kcenter(space, 300, start=start_index(space), progress=False)
     exact_radius = coverage_radius(space, space[exact])
     radius = coverage_radius(space, result.rows.float())
     assert radius <= RADIUS_TOLERANCE * exact_radius
@@ -144,7 +150,7 @@ def test_allocation_grows_when_more_rows_come_than_expected():
     points, _ = clustered(7, n=3000)
     _, result = stream(points, 100, expected_rows=400, buffer_rows=5000)
     assert result.reduces == 1 and result.max_buffer_rows == 3000
-    expected = greedy_kcenter(points.half().float(), 100, start=seeded_start(3000, 0), progress=False)
+    expected = greedy_kcenter(points.half().float(), 100, start=start_index(points.half().float()), progress=False)
     assert torch.equal(result.indices, expected)
 
 
@@ -179,7 +185,7 @@ def test_on_real_patchcore_features_the_radius_is_within_tolerance_of_exact_gree
     k = len(features) // 100
     _, result = stream(features, k, chunk=1024, buffer_rows=len(features) // 10)
     space = features.float()
-    exact = greedy_kcenter(space, k, start=seeded_start(len(space), 0), search="exact", progress=False)
+    exact = greedy_kcenter(space, k, start=start_index(space), search="exact", progress=False)
     radius, exact_radius = coverage_radius(space, result.rows.float()), coverage_radius(space, space[exact])
     assert result.reduces >= 2 and radius <= RADIUS_TOLERANCE * exact_radius
     assert radius <= result.radius_bound * (1 + 1e-5)
@@ -207,10 +213,22 @@ def old_patchcore_bank(model, train) -> torch.Tensor:
     return full[greedy_kcenter(full.float(), k, start=start, search=model.coreset_search, progress=False)].float()
 
 
+def test_start_index_is_the_row_nearest_the_mean_or_a_seeded_draw():
+    points = torch.randn(10_000, 8, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    nearest = int(((points.double() - points.double().mean(0)) ** 2).sum(1).argmin())
+    assert start_index(points, "mean", chunk=777) == nearest
+    assert start_index(points, "random", 3) == int(torch.randint(10_000, (1,),
+                                                                  generator=torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="start rule"):
+        start_index(points, "first")
+
+
 def test_patchcore_below_the_limit_fits_exactly_as_before(split):
     from vadkit.models.patchcore import PatchCore
 
-    model = PatchCore(image_size=64, coreset_ratio=0.25, seed=2).fit(split.train[:6], progress=False)
+    # the earlier fit is one parameter away: a seeded random start
+    model = PatchCore(image_size=64, coreset_ratio=0.25, seed=2, coreset_start="random").fit(split.train[:6],
+                                                                                              progress=False)
     assert not model.coreset_info_["streamed"] and model.coreset_info_["reduces"] == 1
     torch.testing.assert_close(model.memory_bank_, old_patchcore_bank(model, split.train[:6]), rtol=0, atol=0)
 

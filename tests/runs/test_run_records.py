@@ -18,8 +18,9 @@ from vadkit.runs.reporting import select_gallery
 
 
 def make_record(seed: int = 0, n_normal: int = 12, n_per_defect: int = 6, size: int = 32, quality: float = 1.0,
-                threshold: float | None = 0.5) -> PredictionRecord:
-    """Two defect types; maps light up inside the mask with strength ``quality`` plus noise."""
+                threshold: float | None = 0.5, pixel_threshold: float | None = None) -> PredictionRecord:
+    """Two defect types; maps light up inside the mask with strength ``quality`` plus noise. The pixel
+    threshold defaults to the image threshold."""
     rng = np.random.default_rng(seed)
     n = n_normal + 2 * n_per_defect
     labels = np.array([0] * n_normal + [1] * (2 * n_per_defect), dtype=np.int8)
@@ -35,6 +36,7 @@ def make_record(seed: int = 0, n_normal: int = 12, n_per_defect: int = 6, size: 
         paths=[f"/data/img_{i:03d}.png" for i in range(n)], defect_types=defects,
         mask_paths=["" if label == 0 else f"/data/mask_{i:03d}.png" for i, label in enumerate(labels)],
         meta={"format_version": FORMAT_VERSION, "model": "patchcore", "threshold": threshold,
+              "pixel_threshold": threshold if pixel_threshold is None else pixel_threshold,
               "threshold_rule": "given", "transform": {"image_size": size}},
     )
 
@@ -104,7 +106,7 @@ def test_per_defect_metrics_use_normals_plus_that_defect():
 
 
 def test_thresholded_metrics_match_a_direct_count():
-    record = make_record(quality=0.6, threshold=1.0)
+    record = make_record(quality=0.6, threshold=1.0, pixel_threshold=0.7)
     metrics = evaluate_record(record, intervals=False).metrics
     predicted = record.scores >= 1.0
     truth = record.labels.astype(bool)
@@ -112,8 +114,12 @@ def test_thresholded_metrics_match_a_direct_count():
     assert metrics["image_recall"] == pytest.approx(tp / truth.sum())
     assert metrics["image_fpr"] == pytest.approx(fp / (~truth).sum())
     assert metrics["image_miss_rate"] == pytest.approx(1 - tp / truth.sum())
-    pixel_pred = record.maps >= np.float16(1.0)
-    assert metrics["pixel_recall"] == pytest.approx((pixel_pred & record.masks).sum() / record.masks.sum())
+    # a pixel is predicted defective when it reaches the pixel threshold in an image judged anomalous
+    pixel_pred = (record.maps >= np.float16(0.7)) & predicted[:, None, None]
+    assert 0 < metrics["pixel_recall"] == pytest.approx((pixel_pred & record.masks).sum() / record.masks.sum())
+    assert metrics["pixel_fpr"] == pytest.approx((pixel_pred & ~record.masks).sum() / (~record.masks).sum())
+    ungated = ((record.maps >= np.float16(0.7)) & ~record.masks).sum() / (~record.masks).sum()
+    assert metrics["pixel_fpr"] < ungated  # images judged normal contribute no false alarm pixel
 
 
 def test_an_uncalibrated_record_has_no_thresholded_metrics_or_predicted_labels():
@@ -173,3 +179,58 @@ def test_gallery_selection_puts_errors_first_and_spreads_the_rest():
     assert select_gallery(labels, scores, threshold=None, size=100).tolist() == np.argsort(-scores,
                                                                                             kind="stable").tolist()
     assert len(select_gallery(labels, scores, 0.5, 0)) == 0
+
+
+def test_every_metric_key_a_run_writes_is_registered_and_aupimo_says_how_it_was_computed():
+    from vadkit.metrics import registry
+
+    record = make_record(n_normal=40, size=64, threshold=0.5)  # 163,840 normal pixels: AUPIMO is defined
+    evaluation = evaluate_record(record, n_resamples=50)
+    metrics = evaluation.metrics
+    assert metrics["aupimo_method"] == "reference" and metrics["aupimo_fpr_bounds"] == [1e-5, 1e-4]
+    assert evaluation.report.aupimo.method == "reference" and "aupimo_mean" in evaluation.intervals
+    settings = {"n_test", "aupimo_fpr_bounds", "aupimo_method", "skipped_metrics"}
+    assert set(metrics) - settings <= set(registry.keys())
+    assert {"image_precision", "pixel_miss_rate"} <= set(metrics)  # the thresholded ones are registered too
+    assert set(evaluation.intervals) == {m for m in registry.keys(bootstrap=("images", "pixel_histogram",
+                                                                             "per_image_mean")) if m in metrics}
+    # The exact curve of these float16 maps has 30 or fewer distinct FPR levels in [1e-5, 1e-4]: "exact" refuses
+    # (as the reference does for 30 grid points or fewer); the reference's grid has thousands of points here.
+    exact = evaluate_record(record, intervals=False, aupimo_method="exact")
+    assert exact.metrics["aupimo_method"] == "exact" and exact.report.aupimo is None
+    assert "distinct shared-FPR levels" in exact.metrics["skipped_metrics"]["aupimo_mean"]
+    assert evaluation.report.aupimo.n_points > 1000
+
+
+def test_eval_and_compare_take_a_newly_registered_metric(tmp_path):
+    from vadkit.metrics import Metric, registry
+
+    aupro_01 = Metric("pixel_aupro_01", "Pixel AU-PRO (FPR ≤ 0.1)", "region", True, "masks", "aupro",
+                      fpr_limit=0.1, bootstrap="pixel_histogram", compare="unpaired", summary=True)
+    make_record(seed=1, quality=0.3).save(tmp_path / "a")
+    make_record(seed=1, quality=3.0).save(tmp_path / "b")
+    with registry.registered(aupro_01):
+        metrics = eval_run(tmp_path / "a", n_resamples=100)
+        comparison = compare_runs(tmp_path / "a", tmp_path / "b", n_resamples=100)
+    assert "pixel_aupro_01" in metrics and "pixel_aupro_01" in metrics["intervals"]
+    assert "pixel_aupro_01" in metrics["per_defect"]["crack"]
+    row = comparison.rows["pixel_aupro_01"]
+    assert row["difference"] > 0 and row["a_interval"] is not None and "ci_low" not in row  # unpaired
+    assert "pixel_aupro_01" not in eval_run(tmp_path / "a", intervals=False)  # unregistered: gone
+
+
+def test_report_notes_say_which_aupimo_was_computed():
+    from vadkit.runs.reporting import _notes
+
+    record = make_record(n_normal=40, size=64)
+    reference = evaluate_record(record, intervals=False)
+    note = next(n for n in _notes(record, reference) if n.startswith("AUPIMO"))
+    low, high = reference.report.aupimo.achieved_fpr_bounds
+    assert "method 'reference'" in note and "300,000 thresholds" in note and f"[{low:.3g}, {high:.3g}]" in note
+    forced = evaluate_record(make_record(n_normal=40, size=64, seed=3), intervals=False, aupimo_method="exact",
+                             fpr_bounds=(1e-3, 1e-2))
+    note = next(n for n in _notes(record, forced) if n.startswith("AUPIMO"))
+    assert "method 'exact'" in note and "[0.001, 0.01]" in note
+    skipped = evaluate_record(make_record(), intervals=False)  # 12 normal images of 32 x 32: too few pixels
+    assert not any(n.startswith("AUPIMO") for n in _notes(record, skipped))
+    assert any(n.startswith("aupimo_mean: not computed") for n in _notes(record, skipped))

@@ -1,6 +1,6 @@
 """Frozen, truncated feature extractors: ``FeatureExtractor("mobilenet_v2")(x) -> {layer: feature map}``.
 
-The backbone forward pass is the physical floor of most VAD methods (DESIGN.md, "Performance rules"), so
+The backbone forward pass is the physical floor of most VAD methods (docs/architecture.md, "Performance"), so
 the extractor runs *only* the network up to the deepest requested layer, never the rest:
 
 * torchvision backbones are traced with ``torchvision.models.feature_extraction.create_feature_extractor``
@@ -34,13 +34,9 @@ from vadkit.backbones.registry import BackboneSpec, get_spec
 from vadkit.backbones.weights import resolve_weights
 from vadkit.errors import WeightsNotFoundError
 
-# Channels-last is the default because it was the fastest (or tied) in every setting measured by
-# benchmarks/backbone_floor.py (default layers, 256x256, torch 2.14.1, 2 AMD EPYC cores, 2 threads,
-# 2026-11-23, the quietest of several runs on a shared machine; ms/img best of interleaved calls):
-#                      batch 1          batch 8          batch 32
-#   mobilenet_v2       19.8 -> 16.2     26.0 -> 17.5     44.7 -> 26.0     (NCHW -> channels-last)
-#   wide_resnet50_2   141.9 -> 139.0   193.6 -> 155.7   232.6 -> 173.0
-# (Likely cause: fewer layout conversions around oneDNN convolutions; depthwise-heavy MobileNetV2 gains most.)
+# Channels-last is the default because it was the fastest (or tied) for every backbone and batch size measured
+# by benchmarks/backbone_floor.py (BENCHMARKS.md, "Backbone floor"), most of all for the depthwise-heavy
+# MobileNetV2 (likely cause: fewer layout conversions around oneDNN convolutions).
 DEFAULT_CHANNELS_LAST = True
 
 

@@ -1,8 +1,8 @@
 """Find pretrained backbone weights, offline first.
 
 vadkit is built and tested on machines that reach package registries only, and runs on factory boxes that
-may have no internet at all, so weights are resolved in this order (DESIGN.md, "Offline-first weights and
-data"):
+may have no internet at all, so weights are resolved in this order (docs/architecture.md, "Offline-first
+weights and data"):
 
 1. an explicit file the user passes (``weights=...``): used as is, or a clear error naming it;
 2. the local cache, ``$VADKIT_HOME/weights/<name>.pth`` (``VADKIT_HOME`` defaults to

@@ -4,6 +4,8 @@
 * :mod:`~vadkit.data.io`: reading images (always 8-bit RGB) and masks (always bool) from messy folders.
 * :mod:`~vadkit.data.layouts`: folder layouts (``mvtec``, ``folder``, ``mtd``, ``elpv``) -> :class:`Split`,
   through :func:`load_split` and the :data:`LAYOUTS` registry.
+* :mod:`~vadkit.data.validation`: the validation part of a split (held-out normals or a folder), where
+  thresholds are calibrated.
 * :mod:`~vadkit.data.transforms`: :class:`Transform`, the deterministic resize/crop/normalise step.
 * :mod:`~vadkit.data.dataset`: :class:`ImageDataset`, a torch Dataset that checks every file first.
 * :mod:`~vadkit.data.augment`: :class:`AugmentedDataset`, many seeded crops/flips of real images (big
@@ -21,6 +23,7 @@ from vadkit._lazy import lazy_attributes
 from vadkit.data.io import IMAGE_EXTENSIONS, check_image, list_images, load_image, load_mask, to_rgb
 from vadkit.data.layouts import LAYOUTS, layout_options, load_split, mvtec_categories, register_layout
 from vadkit.data.samples import ANOMALOUS, NORMAL, Sample, Split
+from vadkit.data.validation import hold_out_validation, validation_folder, with_validation
 
 if TYPE_CHECKING:
     from vadkit.data.augment import AugmentedDataset
@@ -56,6 +59,9 @@ __all__ = [
     "mvtec_categories",
     "register_layout",
     "to_rgb",
+    "hold_out_validation",
+    "validation_folder",
+    "with_validation",
 ]
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

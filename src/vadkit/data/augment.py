@@ -1,6 +1,6 @@
 """Large training sets made from real images: seeded random crops and flips.
 
-Memory-bank methods must be shown to train on big normal sets (MIIC has ~25k training images, DESIGN.md),
+Memory-bank methods must be shown to train on big normal sets (MIIC has ~25k training images),
 but the real datasets at hand hold hundreds of normals. :class:`AugmentedDataset` makes ``n_images`` items
 out of them, each a *real* image seen differently: item ``i`` is a random crop (and random horizontal and
 vertical flips) of sample ``i % len(samples)``, then the usual :class:`~vadkit.data.Transform` (resize to the

@@ -89,6 +89,7 @@ class ImageDataset(Dataset):
             raise DataError("no images in the given sample list: the dataset is empty; check the folder and layout")
         self._transform = transform if transform is not None else Transform()
         self.skipped: list[Path] = []  # image paths of the samples dropped as unreadable
+        self.skip_reasons: dict[Path, str] = {}  # image path -> why its sample was dropped
         self._samples = self._drop_or_raise(samples, skip_bad_images)
 
     def _drop_or_raise(self, samples: list[Sample], skip_bad_images: bool) -> list[Sample]:
@@ -102,6 +103,7 @@ class ImageDataset(Dataset):
         for index, _, error in bad:
             warnings.warn(f"skipping unreadable file: {error}", stacklevel=3)
             self.skipped.append(Path(samples[index].image_path))
+            self.skip_reasons[Path(samples[index].image_path)] = str(error)
         bad_indices = {i for i, _, _ in bad}
         kept = [s for i, s in enumerate(samples) if i not in bad_indices]
         if not kept:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 NORMAL = 0
@@ -30,7 +30,13 @@ class Sample:
 
 @dataclass(frozen=True)
 class Split:
-    """A train/test split as produced by a layout: ``train`` holds normal images only."""
+    """A train/test split as produced by a layout: ``train`` holds normal images only.
+
+    ``val`` is the validation part, where decision thresholds are calibrated so that they never see the test
+    labels: held-out training normals or a folder of its own (:mod:`vadkit.data.validation`). Layouts
+    leave it empty.
+    """
 
     train: list[Sample]
     test: list[Sample]
+    val: list[Sample] = field(default_factory=list)

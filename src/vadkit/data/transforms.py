@@ -130,3 +130,25 @@ class Transform:
         std = torch.tensor(self.std).view(3, 1, 1)
         pixels = (values * std + mean).clamp_(0.0, 1.0).mul_(255.0).round_()
         return pixels.to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+    def map_to_original(self, anomaly_map: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """An ``(H', W')`` map at the output size back on the original image ``(H, W)``: the inverse of the
+        resize (bilinear) and of the crop (pixels the crop cut away have no score: NaN there), float32.
+
+        Users overlay maps on the images they have, not on the model's 256 x 256 view of them.
+        """
+        anomaly_map = np.asarray(anomaly_map, dtype=np.float32)
+        if anomaly_map.shape != self.output_size:
+            raise ValueError(f"expected a map of the output size {self.output_size}, got {anomaly_map.shape}")
+        height, width = (int(v) for v in original_size)
+        resized_h, resized_w = self.resize_size
+        top, left = (0, 0) if self.crop_size is None else _crop_box(self.resize_size, self.output_size)
+        out_h, out_w = self.output_size
+        # the crop window in original pixels (the resize scales each axis by original / resized)
+        y0, y1 = round(top * height / resized_h), round((top + out_h) * height / resized_h)
+        x0, x1 = round(left * width / resized_w), round((left + out_w) * width / resized_w)
+        result = np.full((height, width), np.nan, dtype=np.float32)
+        if y1 > y0 and x1 > x0:
+            window = Image.fromarray(anomaly_map, mode="F").resize((x1 - x0, y1 - y0), Image.BILINEAR)
+            result[y0:y1, x0:x1] = np.asarray(window, dtype=np.float32)
+        return result

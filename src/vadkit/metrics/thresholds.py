@@ -223,8 +223,10 @@ def _pixel_blocks(masks: np.ndarray, maps: np.ndarray):
         yield labels, scores
 
 
-def _per_image_counts(masks, maps, threshold) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(tp, fp, fn, tn) per image, each (N,) int64."""
+def _per_image_counts(masks, maps, threshold,
+                      flagged_images=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(tp, fp, fn, tn) per image, each (N,) int64; the pixels of images not in ``flagged_images`` (N,) bool,
+    when given, are predicted normal whatever their score."""
     masks, maps = as_mask_and_map_stacks(masks, maps)
     threshold = _validate_threshold(threshold)
     parts = []
@@ -235,24 +237,33 @@ def _per_image_counts(masks, maps, threshold) -> tuple[np.ndarray, np.ndarray, n
         n_pos = np.count_nonzero(labels, axis=1)
         parts.append(np.stack([tp, n_flagged - tp, n_pos - tp, labels.shape[1] - n_pos - (n_flagged - tp)]))
     tp, fp, fn, tn = np.concatenate(parts, axis=1).astype(np.int64)
+    if flagged_images is not None:
+        flagged_images = np.asarray(flagged_images, dtype=bool)
+        if flagged_images.shape != tp.shape:
+            raise ValueError(f"flagged_images must have one entry per image ({tp.shape[0]}), got {flagged_images.shape}")
+        passed = ~flagged_images
+        fn, tn = np.where(passed, fn + tp, fn), np.where(passed, tn + fp, tn)
+        tp, fp = np.where(passed, 0, tp), np.where(passed, 0, fp)
     return tp, fp, fn, tn
 
 
-def pixel_confusion_at(masks, maps, threshold) -> ThresholdedMetrics:
+def pixel_confusion_at(masks, maps, threshold, flagged_images=None) -> ThresholdedMetrics:
     """``confusion_at`` over all pixels of all images pooled (pixel precision, recall, F1, FPR...).
 
     Args:
         masks: (N, H, W) bool or 0/1 ground truth (one (H, W) pair is accepted as N=1).
         maps: (N, H, W) finite anomaly maps at mask resolution. threshold: pixel flagged when ``map >= threshold``.
+        flagged_images: optional (N,) bool, the images judged anomalous: the pixels of the others are never
+            flagged (the defect a user is shown is found in a flagged image only).
 
     Raises:
         ValueError: shapes differ or are not (N, H, W); mask values other than 0/1; NaN/inf in maps.
     """
-    tp, fp, fn, tn = (int(count.sum()) for count in _per_image_counts(masks, maps, threshold))
+    tp, fp, fn, tn = (int(count.sum()) for count in _per_image_counts(masks, maps, threshold, flagged_images))
     return ThresholdedMetrics.from_counts(threshold, tp, fp, tn, fn)
 
 
-def per_image_pixel_scores(masks, maps, threshold) -> dict[str, np.ndarray]:
+def per_image_pixel_scores(masks, maps, threshold, flagged_images=None) -> dict[str, np.ndarray]:
     """Pixel precision, recall and F1 of each image at ``threshold``: the per-image table of a test run.
 
     Returns:
@@ -264,10 +275,12 @@ def per_image_pixel_scores(masks, maps, threshold) -> dict[str, np.ndarray]:
         numeric array, the same convention as per-image AUPIMO; readers use ``np.isfinite`` to select the
         applicable images, and ``per_image.csv`` writes NaN as an empty cell.
 
+    ``flagged_images`` (N,) bool, optional: as in :func:`pixel_confusion_at`.
+
     Raises:
         ValueError: as ``pixel_confusion_at``.
     """
-    tp, fp, fn, _ = _per_image_counts(masks, maps, threshold)
+    tp, fp, fn, _ = _per_image_counts(masks, maps, threshold, flagged_images)
     with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 -> NaN = not applicable, by definition above
         precision = tp / (tp + fp)
         recall = tp / (tp + fn)

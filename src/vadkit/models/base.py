@@ -33,6 +33,8 @@ from vadkit.errors import ParameterError, VadkitError
 
 #: Quantile of normal validation scores used as the threshold when the validation set has no anomalies.
 NORMAL_QUANTILE = 0.99
+#: what calibration sets (and fit resets); model files store them beside the learned state
+CALIBRATION_KEYS = ("threshold", "threshold_rule", "threshold_source", "pixel_threshold", "pixel_threshold_rule")
 
 
 class NotFittedError(VadkitError):
@@ -78,6 +80,8 @@ class AnomalyModel(ABC):
         self.input_size_: list[int] | None = None
         self.threshold: float | None = None
         self.threshold_rule: str | None = None
+        #: what the thresholds were calibrated on: "validation" (with defects), "validation_normals" or "test"
+        self.threshold_source: str | None = None
         #: the pixel decision threshold of the maps (see :meth:`calibrate`) and how it was chosen
         self.pixel_threshold: float | None = None
         self.pixel_threshold_rule: str | None = None
@@ -164,7 +168,8 @@ class AnomalyModel(ABC):
                         total=self.n_batches(n, batch_size), enabled=progress)
         self._fit(batches, n_images=n, progress=progress)
         self.fitted = True
-        self.threshold = self.threshold_rule = self.pixel_threshold = self.pixel_threshold_rule = None
+        for key in CALIBRATION_KEYS:
+            setattr(self, key, None)
         return self
 
     def _sized(self, batches: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
@@ -205,13 +210,16 @@ class AnomalyModel(ABC):
 
         Image threshold: F1-optimal when the data holds anomalies (labels from the dataset), otherwise the
         99th percentile of the normal scores (about 1% false alarms on normal parts). Pixel threshold: see
-        :meth:`calibrate_pixels`.
+        :meth:`calibrate_pixels`. ``threshold_source`` becomes ``"validation"`` (the data had anomalies) or
+        ``"validation_normals"``; ``source`` words the rules.
         """
         dataset = self.as_dataset(data)
         prediction = self.predict(dataset, batch_size=batch_size, progress=progress)
-        threshold = self.calibrate_from_scores(prediction.scores, dataset.labels, source=source)
-        self.calibrate_pixels(prediction.maps, dataset.labels, dataset.masks_array() if dataset.has_masks else None,
+        labels = dataset.labels
+        threshold = self.calibrate_from_scores(prediction.scores, labels, source=source)
+        self.calibrate_pixels(prediction.maps, labels, dataset.masks_array() if dataset.has_masks else None,
                               source=source)
+        self.threshold_source = "validation" if labels.max() == 1 else "validation_normals"
         return threshold
 
     def calibrate_from_scores(self, scores: np.ndarray, labels: np.ndarray, source: str = "validation images") -> float:

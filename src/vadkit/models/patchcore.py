@@ -46,7 +46,7 @@ import torch
 
 from vadkit.errors import ParameterError
 from vadkit.models.backbone_model import BackboneModel, check_sigma
-from vadkit.ops.coreset import random_projection
+from vadkit.ops.coreset import START_RULES, random_projection
 from vadkit.ops.knn import NearestNeighbours
 from vadkit.ops.patch_features import flatten_patches, pyramid_embedding
 from vadkit.ops.smoothing import to_image_maps
@@ -76,7 +76,10 @@ class PatchCore(BackboneModel):
         coreset_search: ``"exact"`` (lazy but exact greedy k-center), ``"ivf"`` (approximate refreshes,
             much faster on large banks) or ``"auto"`` (IVF above 2e9 point-centre pairs); see
             :mod:`vadkit.ops.coreset`.
-        seed: seed of the projection and of the coreset's starting point.
+        coreset_start: the coreset's first centre: ``"mean"``, the patch nearest the mean of all patches
+            (deterministic), or ``"random"``, a seeded draw (anomalib's rule; the paper leaves it open);
+            see :func:`vadkit.ops.coreset.start_index`.
+        seed: seed of the projection (and of a ``"random"`` start).
         max_patches_in_memory: training patches held at once. Up to this many in total, the coreset is
             the paper's exact selection over all of them (today's behaviour; magnetic_tile's 761 images
             at 256 px are 0.78M patches); above it the selection streams in a buffer of this many patches
@@ -94,14 +97,16 @@ class PatchCore(BackboneModel):
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
                  weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
                  coreset_ratio: float = 0.1, projection_dim: int = 128, num_neighbours: int = 9,
-                 patch_size: int = 3, sigma: float = 4.0, coreset_search: str = "auto", seed: int = 0,
-                 max_patches_in_memory: int = 2**21, bank_dtype: str = "float32") -> None:
+                 patch_size: int = 3, sigma: float = 4.0, coreset_search: str = "auto", coreset_start: str = "mean",
+                 seed: int = 0, max_patches_in_memory: int = 2**21, bank_dtype: str = "float32") -> None:
         super().__init__(backbone=backbone, layers=layers, weights=weights, image_size=image_size,
                          crop_size=crop_size)
         if not (isinstance(coreset_ratio, (int, float)) and 0.0 < coreset_ratio <= 1.0):
             raise ParameterError(f"coreset_ratio must be in (0, 1], got {coreset_ratio!r}")
         if coreset_search not in ("auto", "exact", "ivf"):
             raise ParameterError(f"coreset_search must be 'auto', 'exact' or 'ivf', got {coreset_search!r}")
+        if coreset_start not in START_RULES:
+            raise ParameterError(f"coreset_start must be one of {START_RULES}, got {coreset_start!r}")
         for name, value in (("num_neighbours", num_neighbours), ("patch_size", patch_size),
                             ("projection_dim", projection_dim)):
             if not (isinstance(value, int) and value >= 1):
@@ -117,6 +122,7 @@ class PatchCore(BackboneModel):
         self.patch_size = patch_size
         self.sigma = sigma
         self.coreset_search = coreset_search
+        self.coreset_start = coreset_start
         self.seed = seed
         self.max_patches_in_memory = max_patches_in_memory
         self.bank_dtype = bank_dtype
@@ -149,7 +155,8 @@ class PatchCore(BackboneModel):
                         "with many reduces (measured: radius 1.17x exact greedy at 10x, 1.37x at 2x). Raise "
                         "max_patches_in_memory or lower coreset_ratio.", UserWarning, stacklevel=4)
                 selector = StreamingKCenter(k, buffer_rows=self.max_patches_in_memory if streamed else total,
-                                            expected_rows=total, search=self.coreset_search, seed=self.seed,
+                                            expected_rows=total, search=self.coreset_search,
+                                            start=self.coreset_start, seed=self.seed,
                                             certify=streamed, progress=progress)
                 if patches.shape[1] > self.projection_dim:
                     projection = random_projection(patches.shape[1], self.projection_dim, self.seed)

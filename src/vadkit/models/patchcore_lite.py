@@ -36,31 +36,13 @@ they are the re-rank level's reconstructions (SQ8 / fp16 vectors, or the PQ-deco
 ``pq_bits=4`` uses faiss' ``IndexPQFastScan`` (codes packed two per byte, SIMD look-ups on 8-bit-rounded
 tables), which scans the bank 5-10x faster than ``IndexPQ``; other widths use ``IndexPQ``.
 
-Defaults, chosen by measurement (``benchmarks/bench_patchcore_lite.py``; mobilenet_v2, 256 px, coreset
-10%, d = 128; see that script's docstring for the full table). Nearest-neighbour recall@1 against exact
-search on 8192 real MVTec-bottle test patches, bank of 21 402 vectors:
-
-===========================  ========  ===============  =================  =========
-coarse + re-rank (k=16)      recall@1  mean rel. error  ms / 1024 queries  bank MB
-===========================  ========  ===============  =================  =========
-exact (PatchCore)            1         0                118                10.96
-PQ8x8 ADC = decoded          0.29      1.18             270                0.30
-PQ8x8 + sq8                  0.87      0.011            295                3.04
-PQ32x4 FastScan + sq8        0.89      0.008            42                 3.09
-PQ64x4 FastScan + sq8        0.98      0.003            63                 3.43
-sq8 alone (exhaustive)       0.99      0.003            480                2.74
-===========================  ========  ===============  =================  =========
-
-hence ``pq_bits=4`` with sub-vectors of 4 dimensions (M = d/4, 32 for mobilenet_v2), ``rerank="sq8"``,
-``rerank_k=16``: 72% less memory than the float32 bank, distances within 1% of exact, and a search
-several times faster than both exact search and the paper's 8-bit ``IndexPQ`` (whose scan is slower
-than BLAS exact search on this CPU, as the paper's 130 ms vs 30 ms also shows). The benchmark's later run
-(2026-11-24, BENCHMARKS.md) measured recall@1 0.85 (bottle) and 0.94 (magnetic tile) for the default.
-
-End to end (same benchmark, BENCHMARKS.md): the default keeps PatchCore's accuracy (image/pixel AUROC
-0.960/0.829 on magnetic tile, equal to PatchCore; bottle 1.000) with a 72% smaller bank and 1.5-3x faster
-predict; ``rerank="decoded"`` with the paper's M=8, nbits=8 reproduces the paper's accuracy loss (magnetic
-tile 0.905/0.784, bottle 0.977) and its slower search, for a bank 36-53x smaller than float32.
+Defaults, chosen by measurement (``benchmarks/bench_patchcore_lite.py``; the figures are in BENCHMARKS.md,
+"PatchCore-Lite"): ``pq_bits=4`` with sub-vectors of 4 dimensions (M = d/4, 32 for mobilenet_v2),
+``rerank="sq8"``, ``rerank_k=16``. Of the configurations measured it is the one that keeps PatchCore's
+image and pixel AUROC with a 72% smaller bank, and its FastScan scan is faster than both exact search and
+the paper's 8-bit ``IndexPQ`` (whose scan is slower than BLAS exact search on a CPU, as the paper's own
+130 ms vs 30 ms also shows). ``rerank="decoded"`` with the paper's M=8, nbits=8 reproduces the paper's
+accuracy loss and its slower search, for a bank 36-53x smaller than float32.
 
 Paper (second-hand figures, MobileNetV2, Intel i5-9600K): MVTec AD image/pixel AUROC 0.86/0.94 for
 PatchCore-Lite vs 0.95/0.96 for PatchCore; total memory 1.49 MB vs 7.05 MB (-79%); latency 130 vs 30 ms.
@@ -238,14 +220,15 @@ class PatchCoreLite(PatchCore):
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
                  weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
                  coreset_ratio: float = 0.1, projection_dim: int = 128, num_neighbours: int = 9,
-                 patch_size: int = 3, sigma: float = 4.0, coreset_search: str = "auto", seed: int = 0,
-                 max_patches_in_memory: int = 2**21, bank_dtype: str = "float32",
+                 patch_size: int = 3, sigma: float = 4.0, coreset_search: str = "auto", coreset_start: str = "mean",
+                 seed: int = 0, max_patches_in_memory: int = 2**21, bank_dtype: str = "float32",
                  pq_subquantizers: int | None = None, pq_bits: int = 4, rerank: str = "sq8",
                  rerank_k: int = 16) -> None:
         super().__init__(backbone=backbone, layers=layers, weights=weights, image_size=image_size,
                          crop_size=crop_size, coreset_ratio=coreset_ratio, projection_dim=projection_dim,
                          num_neighbours=num_neighbours, patch_size=patch_size, sigma=sigma,
-                         coreset_search=coreset_search, seed=seed, max_patches_in_memory=max_patches_in_memory,
+                         coreset_search=coreset_search, coreset_start=coreset_start, seed=seed,
+                         max_patches_in_memory=max_patches_in_memory,
                          bank_dtype=bank_dtype)
         if pq_subquantizers is not None and not (isinstance(pq_subquantizers, int) and pq_subquantizers >= 1):
             raise ParameterError(f"pq_subquantizers must be an integer >= 1 or None (d / 4), got {pq_subquantizers!r}")

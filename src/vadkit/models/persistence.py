@@ -5,7 +5,7 @@ Layout (a ``torch.save`` archive, read back with ``weights_only=True`` so loadin
     {"format": "vadkit-model", "format_version": 2, "vadkit_version": "...",
      "model": "patchcore", "params": {...constructor keywords, exactly as given...},
      "state": {...every learned attribute (names ending in "_"): tensors and plain values...},
-     "threshold": float | None, "threshold_rule": str | None,
+     "threshold": float | None, "threshold_rule": str | None, "threshold_source": str | None,
      "pixel_threshold": float | None, "pixel_threshold_rule": str | None}
 
 Backbone weights are not stored: they are the published pretrained weights named by ``params["backbone"]``
@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from vadkit.errors import ModelFileError
+from vadkit.models.base import CALIBRATION_KEYS
 
 FORMAT = "vadkit-model"
 FORMAT_VERSION = 2
@@ -42,10 +43,7 @@ def save_model(model, path: str | Path) -> Path:
         "model": model.name,
         "params": model.get_params(),
         "state": model.state_dict(),
-        "threshold": model.threshold,
-        "threshold_rule": model.threshold_rule,
-        "pixel_threshold": model.pixel_threshold,
-        "pixel_threshold_rule": model.pixel_threshold_rule,
+        **{key: getattr(model, key) for key in CALIBRATION_KEYS},
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
@@ -104,6 +102,6 @@ def load_model(path: str | Path):
         raise ModelFileError(f"{path} lacks the learned attribute {error} of a {cls.name} model: it is damaged or "
                              "was written by another vadkit version; re-train it") from None
     model.fitted = True
-    for key in ("threshold", "threshold_rule", "pixel_threshold", "pixel_threshold_rule"):
+    for key in CALIBRATION_KEYS:
         setattr(model, key, payload.get(key))
     return model

@@ -1,6 +1,7 @@
 """The method registry: ``create_model(name, **params)``, as in timm.
 
-Each method file registers its class with :func:`register`; ``create_model`` checks the name and the
+Each method is one line of :data:`_MODULES` (name -> the module defining its class, imported on demand;
+:func:`model_class` finds the class whose ``name`` matches). ``create_model`` checks the name and the
 parameter names up front, so a typo fails with the list of valid choices instead of deep inside a run.
 """
 

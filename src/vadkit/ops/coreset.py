@@ -132,6 +132,36 @@ AUTO_IVF_PAIRS = 2e9
 SEARCHES = ("auto", "exact", "ivf")
 
 
+#: how the first centre is chosen (:func:`start_index`)
+START_RULES = ("mean", "random")
+
+
+def start_index(points: torch.Tensor, rule: str = "mean", seed: int = 0, chunk: int = 65536) -> int:
+    """The first centre of a greedy k-center selection over ``points`` (N, d).
+
+    PatchCore's Algorithm 1 starts from an empty set, where the farthest point is undefined, so
+    implementations draw the first centre at random (``"random"``, seeded; anomalib's rule and vadkit's
+    until issue 11). Every later choice follows from it, so the bank, and the AUROC, hang on that draw.
+    ``"mean"`` starts from the point nearest the mean of all points instead: defined by the data alone, so
+    the selection no longer depends on a seed (BENCHMARKS.md, "PatchCore against anomalib", measures both).
+    """
+    if rule not in START_RULES:
+        raise ValueError(f"start rule must be one of {START_RULES}, got {rule!r}")
+    n = points.shape[0]
+    if rule == "random":
+        return int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)))
+    # ||p - m||^2 = ||p||^2 - 2 p.m + const, chunked so that no (N, d) temporary is made
+    mean = points.double().mean(0).float()
+    best, best_value = 0, float("inf")
+    for first in range(0, n, chunk):
+        rows = points[first:first + chunk].float()
+        values = (rows * rows).sum(1) - 2.0 * (rows @ mean)
+        index = int(values.argmin())
+        if float(values[index]) < best_value:
+            best, best_value = first + index, float(values[index])
+    return best
+
+
 def greedy_kcenter(points: torch.Tensor, k: int, *, start: int = 0, block_size: int = 8192,
                    search: str = "auto", progress: bool | None = None) -> torch.Tensor:
     """Indices (k,) of the greedy k-center selection over ``points`` (N, d), starting from ``start``.

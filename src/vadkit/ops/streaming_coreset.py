@@ -22,16 +22,15 @@ costs about 1 ms per chosen centre plus a per-row cost (2M real rows -> 196k cen
 cores), so keeping ``k`` = 196k centres in each of ten 2M-row chunks (the 25k-image case) is ten such
 reduces; keeping fewer than ``k`` per chunk voids the guarantee and loses rare modes. Filtering covered
 rows instead (the absorption rule of the doubling algorithm, Charikar, Chekuri, Feder, Motwani, STOC 1997)
-means only the rows that add something are buffered and reduced. Measured on 25,000 augmented
-magnetic-tile images (``benchmarks/bench_streaming.py``, 19.6M patches, buffer 2M, k = 196k): after the
-first fill 13% of the rows passed the filter, so the whole fit took 3 reduces (458 s) and 119 s of filter
-queries, 17 minutes with the feature extraction, at 3.6 GB peak RSS.
+means only the rows that add something are buffered and reduced: on 25,000 augmented magnetic-tile images
+most rows are covered after the first fill, so a 19.6M-patch stream takes a handful of reduces (BENCHMARKS.md,
+"Streaming PatchCore", has the times, memory and the filter's pass rate).
 
-Measured quality (``benchmarks/bench_streaming.py --quality``: 100k real PatchCore patches, exact greedy
-as reference): with a buffer of 10 x k rows, coverage radius 1.17x the exact greedy radius and the same
-image AUROC (0.855 vs 0.851, coreset 1%); with the minimum buffer of 2 x k rows (coreset 10% of a stream
-ten times the buffer) 9 reduces, radius 1.37x and image AUROC -0.008. Keep ``buffer_rows`` >= 10 x k
-(PatchCore's default buffer of 2M patches is 10.7 x k at 25k images and a 1% coreset).
+Quality (``benchmarks/bench_streaming.py --quality``, exact greedy on real PatchCore patches as reference;
+figures in BENCHMARKS.md): with a buffer of 10 x k rows the coverage radius stays close to the exact
+greedy radius and the image AUROC is unchanged; with the minimum buffer of 2 x k rows there are many
+reduces and both degrade measurably. Keep ``buffer_rows`` >= 10 x k (PatchCore's default buffer of 2M
+patches is 10.7 x k at 25k images and a 1% coreset).
 
 Guarantee. Each reduce is greedy on a subset Q of the stream P keeping ``k`` rows, so its radius
 ``r_j <= 2 OPT_k(Q) <= 2 OPT_k(P)`` (Gonzalez; OPT over any centres is monotone in the point set). A row
@@ -63,15 +62,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from vadkit.ops.coreset import greedy_kcenter
+from vadkit.ops.coreset import greedy_kcenter, start_index
 
 #: filter indices of up to this many summary rows are exact (faiss flat); larger ones use IVF
 EXACT_FILTER_ROWS = 4096
-
-
-def seeded_start(n: int, seed: int) -> int:
-    """The coreset's first centre: the rule PatchCore has always used, so one reduce = the ordinary fit."""
-    return int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)))
 
 
 class _CoverIndex:
@@ -173,15 +167,16 @@ class StreamingKCenter:
         search: greedy_kcenter's refresh mode for every reduce (``"auto"``, ``"exact"``, ``"ivf"``).
         nprobe: IVF cells probed by the covered-row filter (more: fewer rows kept needlessly; it never
             drops a row wrongly).
-        seed: start of every reduce (:func:`seeded_start`).
+        start: how every reduce picks its first centre (:func:`vadkit.ops.coreset.start_index`).
+        seed: seed of a ``"random"`` start.
         certify: also measure the last reduce's radius, so that :attr:`StreamingResult.radius_bound` is
             a certificate (one more nearest-neighbour pass over the buffer); otherwise it is NaN.
         progress: progress bars of the reduces.
     """
 
     def __init__(self, k: int, *, buffer_rows: int = 2**21, expected_rows: int | None = None,
-                 search: str = "auto", nprobe: int = 2, seed: int = 0, certify: bool = True,
-                 progress: bool | None = None) -> None:
+                 search: str = "auto", nprobe: int = 2, start: str = "mean", seed: int = 0,
+                 certify: bool = True, progress: bool | None = None) -> None:
         if not (isinstance(k, int) and k >= 1):
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
         if not (isinstance(buffer_rows, int) and buffer_rows >= 1):
@@ -190,6 +185,7 @@ class StreamingKCenter:
         self.capacity = max(buffer_rows, 2 * k)
         self.search = search
         self.nprobe = nprobe
+        self.start = start
         self.seed = seed
         self.certify = certify
         self.progress = progress
@@ -293,8 +289,8 @@ class StreamingKCenter:
         if n <= self.k:
             chosen = torch.arange(n)
         else:
-            chosen = greedy_kcenter(space, self.k, start=seeded_start(n, self.seed), search=self.search,
-                                    progress=self.progress)
+            chosen = greedy_kcenter(space, self.k, start=start_index(space, self.start, self.seed),
+                                    search=self.search, progress=self.progress)
         summary = space[chosen].contiguous()
         cover = None if final else _CoverIndex(summary.numpy(), self.nprobe)
         if n == len(chosen):

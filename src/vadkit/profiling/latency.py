@@ -23,46 +23,14 @@ backbone at batch 1: 1116 ms median with 2 threads, 28 ms with 1). The figures s
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-
-def available_cpus() -> int:
-    """CPUs this process may run on (respects taskset / cgroup cpusets), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-@contextlib.contextmanager
-def pinned_threads(threads: int | None = None) -> Iterator[int]:
-    """Run the block with exactly ``threads`` intra-op threads (torch, and faiss when installed); yields the
-    count and restores the previous settings afterwards."""
-    n = available_cpus() if threads is None else threads
-    if not (isinstance(n, int) and n >= 1):
-        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
-    previous = torch.get_num_threads()
-    try:
-        import faiss
-    except ImportError:
-        faiss = None
-    previous_faiss = faiss.omp_get_max_threads() if faiss is not None else None
-    torch.set_num_threads(n)
-    if faiss is not None:
-        faiss.omp_set_num_threads(n)
-    try:
-        yield n
-    finally:
-        torch.set_num_threads(previous)
-        if faiss is not None:
-            faiss.omp_set_num_threads(previous_faiss)
+from vadkit.threads import available_cpus, pinned_threads  # noqa: F401 - re-exported: the one thread policy
 
 
 @dataclass(frozen=True)

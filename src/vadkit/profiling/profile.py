@@ -18,7 +18,7 @@ What is measured, in this order, in this process, with the thread count pinned t
 4. MACs per image (:mod:`~vadkit.profiling.flops`) of the whole predict step and of the backbone alone;
 5. latency per image at batch 1 and batch N of predict, and of the backbone forward alone, timed in
    alternation; their ratio (median of the per-round ratios) says how far the method is above its
-   physical floor (DESIGN.md, "Performance rules").
+   physical floor (docs/architecture.md, "Performance").
 
 Images: with data, real ones, the test split (else the training split), ``batch_size`` images spread over
 it. Without data, a fitted model (a ``.vad`` file) is profiled on seeded random images of its own input
@@ -70,9 +70,10 @@ import torch
 from vadkit.errors import ParameterError, VadkitError
 from vadkit.profiling import sizes
 from vadkit.profiling.flops import UNCOUNTED_TORCH_OPS, count_macs, model_macs
-from vadkit.profiling.latency import (Timing, backbone_call, make_batches, paired_ratio, pinned_threads, predict_call,
+from vadkit.profiling.latency import (Timing, backbone_call, make_batches, paired_ratio, predict_call,
                                       time_interleaved)
 from vadkit.profiling.memory import PeakRSS
+from vadkit.threads import pinned_threads
 
 #: Keys of ``Profile.as_dict()``, plus one ``macs_analytic_<name>`` per entry of a model's ``analytic_macs()``
 #: (after ``macs_analytic``).

@@ -1,4 +1,4 @@
-"""The HTML report of a test run (an app, DESIGN.md): figures, gallery panels and the self-contained page.
+"""The HTML report of a test run (an app, docs/architecture.md): figures, gallery panels and the self-contained page.
 
 - ``plots.py``: ROC / PR / PRO / PIMO curves, score histograms, per-defect bars, as PNG files (matplotlib, no pyplot);
 - ``gallery.py``: ``gallery_panel`` (image + ground truth | heatmap | predicted mask, PNG bytes) and ``GalleryItem``;

@@ -10,8 +10,9 @@ Tiles, left to right, separated by ``TILE_GAP`` white columns:
 1. the image with the ground-truth contour in ``CONTOUR_GREEN`` (no contour when there is no mask or it is empty);
 2. the anomaly map, colour-mapped between ``vmin`` and ``vmax`` and blended over the image. Pass the same
    ``vmin``/``vmax`` to every panel of a report so that equal colours mean equal scores across images;
-3. the predicted defect, pixels with ``map >= threshold`` tinted red, with the ground-truth contour on top; with
-   no threshold (an uncalibrated model) the tile is the image greyed out, labelled "uncalibrated".
+3. the predicted defect, pixels with ``map >= pixel threshold`` tinted red in images the model judged anomalous
+   (none in the others), with the ground-truth contour on top; with no threshold (an uncalibrated model) the
+   tile is the image greyed out, labelled "uncalibrated".
 
 Encoding: a 256-colour palette PNG (Pillow's fast octree quantiser, no dithering). A full-colour PNG of a noisy
 256 x 256 panel weighs ~270 kB and takes ~16 ms to compress here; the palette one ~76 kB in ~4 ms, and a report
@@ -89,21 +90,23 @@ def contour(mask: np.ndarray, thickness: int = 1) -> np.ndarray:
 
 
 def gallery_panel(image: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray | None, threshold: float | None,
-                  vmin: float, vmax: float) -> bytes:
+                  vmin: float, vmax: float, flagged: bool = True) -> bytes:
     """PNG bytes of the three tiles of one image (see the module docstring), ``3 * W + 2 * TILE_GAP`` wide.
 
     Args:
         image: (H, W, 3) uint8 RGB, as shown to a person (denormalised).
         anomaly_map: (H, W) float anomaly map at the image's resolution.
         mask: (H, W) bool ground truth, or None when the data set has no masks.
-        threshold: the model's decision threshold on map values; None when uncalibrated.
+        threshold: the model's pixel threshold on map values; None when uncalibrated.
         vmin, vmax: map values at the two ends of the colour scale (shared by all panels of a report).
+        flagged: whether the model judged the image anomalous; the predicted-defect tile of an image judged
+            normal shows no defect pixel, whatever its map.
     """
-    return encode_png(panel_tiles(image, anomaly_map, mask, threshold, vmin, vmax))
+    return encode_png(panel_tiles(image, anomaly_map, mask, threshold, vmin, vmax, flagged))
 
 
 def panel_tiles(image: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray | None, threshold: float | None,
-                vmin: float, vmax: float) -> np.ndarray:
+                vmin: float, vmax: float, flagged: bool = True) -> np.ndarray:
     """The panel as an (H, 3 * W + 2 * TILE_GAP, 3) uint8 array (what ``gallery_panel`` encodes)."""
     image, anomaly_map, mask = _validate(image, anomaly_map, mask)
     height, width = anomaly_map.shape
@@ -114,6 +117,8 @@ def panel_tiles(image: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray | N
     if threshold is None:
         predicted = _with_contour(_greyed(image), edge)
         predicted = _label(predicted, "uncalibrated")
+    elif not flagged:
+        predicted = _with_contour(image, edge)
     else:
         predicted = _with_contour(tint(image, anomaly_map >= threshold), edge)
 

@@ -5,8 +5,10 @@ One function, ``evaluate_record``, serves ``vadkit train``, ``test`` and ``eval`
 layer and arranges the results for ``metrics.json``, ``per_image.csv`` and the HTML report.
 
 What is computed:
-- every threshold-free metric (``compute_metrics``): image and pixel AUROC / AUPR / F1-max, AU-PRO at FPR 0.3
-  and 0.05 (``pixel_aupro``, ``pixel_aupro_005``), AUPIMO (``aupimo_mean``, ``aupimo_count``);
+- every threshold-free metric (``compute_metrics``, i.e. the metric registry): image and pixel AUROC / AUPR /
+  F1-max, AU-PRO at FPR 0.3 and 0.05 (``pixel_aupro``, ``pixel_aupro_005``), AUPIMO (``aupimo_mean``,
+  ``aupimo_count``; with its settings ``aupimo_fpr_bounds`` and ``aupimo_method``: ``"reference"``, the published
+  numbers, unless asked otherwise, see ``metrics.pimo``);
 - the same per defect type (normal images + that type's images), under ``per_defect``;
 - metrics at the model's calibrated threshold, image level (``image_precision``, ``image_recall``,
   ``image_f1``, ``image_fpr``, ``image_miss_rate``) and pixel level (``pixel_precision``...). The pixel
@@ -14,8 +16,9 @@ What is computed:
   so the same value separates defective pixels; overlays use the same rule;
 - operating points: the threshold that keeps the image false-positive rate at or below 0.1%, 1% and 5%
   (what is missed there) and that reaches 90%, 95% and 99% recall (what false alarms that costs);
-- seeded bootstrap 95% intervals (``intervals``): images resampled with replacement, 1000 times by default.
-  Pixel-metric intervals use per-image histograms (binned, error bound in ``metrics.binned``).
+- seeded bootstrap 95% intervals (``intervals``) of every metric the registry says how to bootstrap: images
+  resampled with replacement, 1000 times by default. Pixel-metric intervals use per-image histograms (binned, error
+  bound in ``metrics.binned``); per-image metrics (AUPIMO) resample their per-image values.
 """
 
 from __future__ import annotations
@@ -73,27 +76,35 @@ class RecordEvaluation:
 
 def evaluate_record(record: PredictionRecord, *, intervals: bool = True, n_resamples: int = 1000,
                     confidence: float = 0.95, seed: int = 0, keep_curves: bool = False,
-                    fpr_bounds: tuple[float, float] = (1e-5, 1e-4)) -> RecordEvaluation:
-    """Compute every metric the record's labels and masks allow (see the module docstring)."""
-    from vadkit.metrics import compute_metrics, per_defect_metrics
+                    fpr_bounds: tuple[float, float] = (1e-5, 1e-4),
+                    aupimo_method: str | None = None) -> RecordEvaluation:
+    """Compute every metric the record's labels and masks allow (see the module docstring).
 
+    ``aupimo_method``: ``"reference"`` or ``"exact"`` (``metrics.pimo``); None: the default, ``"reference"``.
+    """
+    from vadkit.metrics import compute_metrics, per_defect_metrics
+    from vadkit.metrics.pimo import DEFAULT_AUPIMO_METHOD
+
+    aupimo_method = aupimo_method or DEFAULT_AUPIMO_METHOD
     labels, scores, masks = record.labels, record.scores, record.masks
     maps = record.maps if masks is not None else None
-    report = compute_metrics(labels, scores, masks, maps, keep_curves=keep_curves, fpr_bounds=fpr_bounds)
+    report = compute_metrics(labels, scores, masks, maps, keep_curves=keep_curves, fpr_bounds=fpr_bounds,
+                             aupimo_method=aupimo_method)
     metrics: dict[str, Any] = dict(report.values)
     metrics["n_test"] = len(record)
     if masks is not None:
         metrics["aupimo_fpr_bounds"] = list(fpr_bounds)
+        metrics["aupimo_method"] = aupimo_method
     per_defect = {defect: dict(sub.values)
                   for defect, sub in per_defect_metrics(labels, scores, record.defect_types, masks, maps,
-                                                        fpr_bounds=fpr_bounds).items()}
+                                                        fpr_bounds=fpr_bounds, aupimo_method=aupimo_method).items()}
     aupimo = report.aupimo.per_image if report.aupimo is not None else np.full(len(record), np.nan)
     metrics.update(_at_threshold(record))
     if report.skipped:
         metrics["skipped_metrics"] = dict(report.skipped)
     interval_values, interval_info = {}, {}
     if intervals:
-        interval_values, interval_info = _intervals(record, aupimo, n_resamples, confidence, seed)
+        interval_values, interval_info = _intervals(record, report.per_image, n_resamples, confidence, seed)
     return RecordEvaluation(
         metrics=metrics, per_defect=per_defect, intervals=interval_values,
         operating_points=_operating_points(labels, scores), per_image=_per_image_rows(record, aupimo),
@@ -102,7 +113,10 @@ def evaluate_record(record: PredictionRecord, *, intervals: bool = True, n_resam
 
 
 def _at_threshold(record: PredictionRecord) -> dict[str, Any]:
-    """Image and pixel precision, recall, F1, FPR and miss rate at the calibrated threshold (None: undefined)."""
+    """Image and pixel precision, recall, F1, FPR and miss rate at the calibrated thresholds (None: undefined).
+
+    A pixel is predicted defective when its image is flagged (image threshold) and its map value reaches the
+    pixel threshold: what the overlays show."""
     from vadkit.metrics import confusion_at, pixel_confusion_at
 
     if record.threshold is None:
@@ -110,8 +124,9 @@ def _at_threshold(record: PredictionRecord) -> dict[str, Any]:
     values: dict[str, Any] = {}
     image = confusion_at(record.labels, record.scores, record.threshold)
     parts = [("image", image)]
-    if record.masks is not None:
-        parts.append(("pixel", pixel_confusion_at(record.masks, record.maps, record.threshold)))
+    if record.masks is not None and record.pixel_threshold is not None:
+        parts.append(("pixel", pixel_confusion_at(record.masks, record.maps, record.pixel_threshold,
+                                                  flagged_images=record.flagged())))
     for prefix, result in parts:
         for name in ("precision", "recall", "f1", "fpr", "miss_rate"):
             values[f"{prefix}_{name}"] = getattr(result, name)
@@ -142,10 +157,11 @@ def _plain(choice) -> dict[str, Any]:
     return {key: (value.item() if isinstance(value, np.generic) else value) for key, value in asdict(choice).items()}
 
 
-def _intervals(record: PredictionRecord, aupimo: np.ndarray, n_resamples: int, confidence: float,
+def _intervals(record: PredictionRecord, per_image: dict[str, np.ndarray], n_resamples: int, confidence: float,
                seed: int) -> tuple[dict[str, tuple[float, float]], dict[str, Any]]:
+    """Every registered metric's bootstrap interval, by the metric's ``bootstrap`` rule (``metrics.registry``)."""
     from vadkit.errors import UndefinedMetricError
-    from vadkit.metrics import bootstrap_image_ci, bootstrap_mean_ci, bootstrap_pixel_ci
+    from vadkit.metrics import bootstrap_image_ci, bootstrap_mean_ci, bootstrap_pixel_ci, registry
 
     found: dict[str, Any] = {}
     try:
@@ -159,9 +175,10 @@ def _intervals(record: PredictionRecord, aupimo: np.ndarray, n_resamples: int, c
                                             confidence=confidence, seed=seed))
         except UndefinedMetricError:
             pass
-        if np.isfinite(aupimo).any():
-            found["aupimo_mean"] = bootstrap_mean_ci(aupimo, n_resamples=n_resamples, confidence=confidence,
-                                                     seed=seed)
+    for metric in registry.metrics(bootstrap="per_image_mean"):
+        values = per_image.get(metric.key)
+        if values is not None and np.isfinite(values).any():
+            found[metric.key] = bootstrap_mean_ci(values, n_resamples=n_resamples, confidence=confidence, seed=seed)
     intervals = {name: (float(iv.low), float(iv.high)) for name, iv in found.items()}
     info = {"confidence": confidence, "n_resamples": n_resamples, "seed": seed, "unit": "images",
             "methods": {name: iv.method for name, iv in found.items()}}
@@ -171,13 +188,11 @@ def _intervals(record: PredictionRecord, aupimo: np.ndarray, n_resamples: int, c
 def _per_image_rows(record: PredictionRecord, aupimo: np.ndarray) -> list[dict[str, Any]]:
     from vadkit.metrics import per_image_pixel_scores
 
-    threshold = record.threshold
-    # float64 comparison, as in metrics.thresholds (numpy would round the threshold to float32 otherwise)
-    predicted = ([None] * len(record) if threshold is None
-                 else (record.scores.astype(np.float64) >= threshold).astype(int).tolist())
+    flagged = record.flagged()
+    predicted = [None] * len(record) if flagged is None else flagged.astype(int).tolist()
     pixel: dict[str, np.ndarray] = {}
-    if threshold is not None and record.masks is not None:
-        pixel = per_image_pixel_scores(record.masks, record.maps, threshold)
+    if flagged is not None and record.pixel_threshold is not None and record.masks is not None:
+        pixel = per_image_pixel_scores(record.masks, record.maps, record.pixel_threshold, flagged_images=flagged)
     rows = []
     for i in range(len(record)):
         rows.append({

@@ -8,7 +8,8 @@ read it back. One ``.npz`` file, read with ``allow_pickle=False`` (no code runs 
 - ``masks`` (N, H, W) ground truth packed to bits (``np.packbits``): 1/8 byte per pixel, so evaluation needs
   neither the model nor the dataset; ``mask_paths`` and ``paths`` keep the references to the files;
 - ``defect_types`` (N,) strings; ``aupimo`` (N,) per-image AUPIMO (NaN = not applicable: a normal image);
-- ``meta``: one JSON string: format version, model, threshold, transform, data, layout, whether masks exist.
+- ``meta``: one JSON string: format version, model, the image and pixel thresholds and where they came from,
+  transform, data, layout, whether masks exist.
 
 Why float16 maps: a 392-image magnetic_tile test set at 256x256 is 103 MB of float32 maps, 51 MB as float16
 before compression; float16 keeps 3 significant digits, far finer than any threshold a user sets. So that
@@ -71,6 +72,18 @@ class PredictionRecord:
     @property
     def threshold(self) -> float | None:
         return self.meta.get("threshold")
+
+    @property
+    def pixel_threshold(self) -> float | None:
+        """The pixel threshold of the maps (None: uncalibrated, or a record written before issue 11)."""
+        return self.meta.get("pixel_threshold")
+
+    def flagged(self) -> np.ndarray | None:
+        """(N,) bool: the images judged anomalous at the threshold (None when uncalibrated). Compared in float64,
+        as in metrics.thresholds: numpy would round the threshold to the scores' float32 otherwise."""
+        if self.threshold is None:
+            return None
+        return self.scores.astype(np.float64) >= self.threshold
 
     @property
     def has_masks(self) -> bool:

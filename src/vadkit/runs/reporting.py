@@ -59,7 +59,9 @@ def _summary(record: PredictionRecord, evaluation) -> dict[str, Any]:
     facts = {"model": meta.get("model"), "backbone": meta.get("backbone"), "data": meta.get("data"),
              "layout": meta.get("layout"), "test images": len(record),
              "anomalous images": int(record.labels.sum()), "threshold": record.threshold,
-             "threshold rule": meta.get("threshold_rule"), "vadkit": meta.get("vadkit_version"),
+             "threshold rule": meta.get("threshold_rule"), "threshold source": meta.get("threshold_source"),
+             "pixel threshold": record.pixel_threshold, "pixel threshold rule": meta.get("pixel_threshold_rule"),
+             "vadkit": meta.get("vadkit_version"),
              "report written": _dt.datetime.now().isoformat(timespec="seconds")}
     metric_keys = [k for k, v in evaluation.metrics.items() if isinstance(v, (int, float)) and k != "n_test"]
     return {**{k: v for k, v in facts.items() if v is not None}, **{k: evaluation.metrics[k] for k in metric_keys}}
@@ -81,7 +83,7 @@ def _threshold_table(record: PredictionRecord, evaluation) -> list[dict[str, Any
 def _notes(record: PredictionRecord, evaluation) -> list[str]:
     notes = [f"{name}: not computed ({reason})" for name, reason in evaluation.metrics.get("skipped_metrics",
                                                                                             {}).items()]
-    if "the test split" in (record.meta.get("threshold_rule") or ""):
+    if record.meta.get("threshold_source") == "test" or "the test split" in (record.meta.get("threshold_rule") or ""):
         notes.append("The threshold was calibrated on this test set (MVTec convention): thresholded figures are "
                      "optimistic; calibrate on held-out images for production.")
     info = evaluation.interval_info
@@ -90,7 +92,28 @@ def _notes(record: PredictionRecord, evaluation) -> list[str]:
                      f"{info['n_resamples']} resamples, seed {info['seed']}; pixel-metric intervals use "
                      "per-image histograms (binned).")
     notes.append("Per-defect metrics use all normal images plus the images of that defect type.")
+    aupimo_note = _aupimo_note(evaluation)
+    if aupimo_note:
+        notes.append(aupimo_note)
     return notes
+
+
+def _aupimo_note(evaluation) -> str | None:
+    """Which AUPIMO was computed: the reference's (the published numbers) or the exact one, and over what range."""
+    pimo = evaluation.report.aupimo
+    if pimo is None:
+        return None  # not computed: the skip reason is already a note
+    low, high = pimo.fpr_bounds
+    if pimo.method == "reference":
+        achieved_low, achieved_high = pimo.achieved_fpr_bounds
+        return (f"AUPIMO (Bertoldo et al., BMVC 2024) as the reference code computes it (method 'reference', the "
+                f"numbers papers report): a grid of 300,000 thresholds from the lowest to the highest normal-image "
+                f"score, integrated between the grid points whose shared FPR is nearest {low:g} and {high:g}, i.e. "
+                f"over shared FPR [{achieved_low:.3g}, {achieved_high:.3g}] ({pimo.n_points} grid points). The PIMO "
+                "plot shows the exact curves.")
+    return (f"AUPIMO (Bertoldo et al., BMVC 2024) computed exactly (method 'exact'): the exact per-image curves "
+            f"integrated over shared FPR [{low:g}, {high:g}]. Papers report the reference code's grid-based values, "
+            "which integrate between the achievable FPRs nearest the bounds instead (vadkit.metrics.pimo).")
 
 
 def _plots(folder: Path, record: PredictionRecord, evaluation) -> dict[str, Path]:
@@ -107,8 +130,11 @@ def _plots(folder: Path, record: PredictionRecord, evaluation) -> dict[str, Path
     if "pixel_roc" in curves:
         made["Pixel ROC"] = plots.plot_roc(*curves["pixel_roc"], metrics["pixel_auroc"],
                                            folder / "pixel_roc.png", title="Pixel ROC")
-    if "pro" in curves:
-        made["PRO"] = plots.plot_pro(*curves["pro"], metrics["pixel_aupro"], 0.3, folder / "pro.png")
+    if "pro" in curves and "pixel_aupro" in metrics:
+        from vadkit.metrics import registry
+
+        made["PRO"] = plots.plot_pro(*curves["pro"], metrics["pixel_aupro"], registry.get("pixel_aupro").fpr_limit,
+                                     folder / "pro.png")
     pimo = evaluation.report.aupimo
     if pimo is not None:
         from vadkit.metrics import pimo_curves
@@ -152,6 +178,7 @@ def _gallery(record: PredictionRecord, evaluation, size: int):
 
     transform = Transform(**record.meta["transform"])
     indices = select_gallery(record.labels, record.scores, record.threshold, size)
+    flagged = record.flagged()
     maps = record.maps
     vmin, vmax = float(maps.min()), float(maps.max())
     aupimo = {row["path"]: row["aupimo"] for row in evaluation.per_image}
@@ -166,11 +193,13 @@ def _gallery(record: PredictionRecord, evaluation, size: int):
         anomaly_map = maps[index].astype(np.float32)
         mask = record.masks[index] if record.masks is not None else None
         picture, anomaly_map, mask = _shrink(picture, anomaly_map, mask, GALLERY_TILE, Image)
-        predicted = None if record.threshold is None else int(float(record.scores[index]) >= record.threshold)
+        predicted = None if flagged is None else int(flagged[index])
+        # records written before issue 11 have no pixel threshold: the image threshold was used for pixels
+        pixel_threshold = record.pixel_threshold if record.pixel_threshold is not None else record.threshold
         items.append(GalleryItem(
             name=Path(path).name, defect_type=record.defect_types[index], label=int(record.labels[index]),
             predicted=predicted, score=float(record.scores[index]), aupimo=aupimo.get(path),
-            png=gallery_panel(picture, anomaly_map, mask, record.threshold, vmin, vmax),
+            png=gallery_panel(picture, anomaly_map, mask, pixel_threshold, vmin, vmax, flagged=bool(predicted)),
         ))
     return items, missing
 

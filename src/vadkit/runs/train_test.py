@@ -1,6 +1,6 @@
 """What ``vadkit train``, ``test``, ``predict`` and ``demo`` do, as plain Python functions.
 
-An app layer (DESIGN.md): it composes data, models and metrics and adds no algorithm. A training run writes
+An app layer (docs/architecture.md): it composes data, models and metrics and adds no algorithm. A training run writes
 ``OUT/model.vad``; a training or test run writes ``OUT/metrics.json``, ``OUT/predictions.npz`` (raw scores and
 maps, see ``record.py``), ``OUT/per_image.csv`` and ``OUT/overlays/*.png``.
 
@@ -10,11 +10,15 @@ maps, see ``record.py``), ``OUT/per_image.csv`` and ``OUT/overlays/*.png``.
 ``threshold_rule``, ``data``, ``layout``, ``vadkit_version``, and ``skipped_metrics`` (metric -> reason, for
 metrics undefined on this test set).
 
-Threshold: after training, the model is calibrated on the test split (F1-optimal when it holds anomalies;
-see ``AnomalyModel.calibrate``), the convention of MVTec-style benchmarks, which have no validation split.
-It only affects the labels written by ``predict``, the thresholded metrics and the overlay masks; the
-threshold-free metrics (AUROC, AUPR, F1-max, AU-PRO, AUPIMO) do not depend on it. For production, calibrate
-on a held-out set instead.
+Thresholds: after training, the image and pixel thresholds are calibrated on the split's validation part
+(:mod:`vadkit.data.validation`: by default a tenth of the training normals, held out from the fit; or a
+folder given with ``val``), never on the test labels, so the precision, recall and false-alarm rate reported
+at the threshold are what a user can expect. ``metrics.json`` says where the threshold came from in
+``threshold_source``: ``validation`` (a validation part with defects: F1-optimal), ``validation_normals``
+(normals only: a quantile of their scores), ``test`` (only when asked with ``calibrate_on_test``, the
+MVTec habit, which makes the thresholded figures optimistic) or None (no validation images: saved
+uncalibrated). The threshold-free metrics (AUROC, AUPR, AU-PRO, AUPIMO, and F1-max, which is F1 at the
+best threshold *for the test set*, an oracle figure) do not depend on it.
 """
 
 from __future__ import annotations
@@ -56,16 +60,15 @@ def evaluate(model, dataset, *, batch_size: int | None = None, progress: bool | 
              calibrate: bool = False, intervals: bool = True, run_info: dict[str, Any] | None = None) -> Evaluation:
     """Predict a labelled dataset and compute every metric its labels and masks allow.
 
-    With ``calibrate=True`` the model's threshold is first set from these predictions (the test-split
-    convention, see the module docstring), so that the thresholded metrics use it.
+    With ``calibrate=True`` the model's thresholds are first set from these predictions (calibration on the
+    test split, see the module docstring), so that the thresholded metrics use them.
     """
     start = time.perf_counter()
     prediction = model.predict(dataset, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - start
     if calibrate:
-        _calibrate_on_test(model, prediction.scores, dataset.labels)
-    meta = {**(run_info or {}), "threshold": model.threshold, "threshold_rule": model.threshold_rule,
-            "transform": asdict(model.transform)}
+        _calibrate_on_test(model, prediction, dataset)
+    meta = {**(run_info or {}), **_threshold_facts(model), "transform": asdict(model.transform)}
     record = PredictionRecord.from_prediction(dataset, prediction.scores, prediction.maps, meta)
     details = evaluate_record(record, intervals=intervals)
     record = record.with_aupimo(_aupimo_per_image(details, len(record)))
@@ -73,12 +76,23 @@ def evaluate(model, dataset, *, batch_size: int | None = None, progress: bool | 
     return Evaluation(metrics, record, details)
 
 
-def _calibrate_on_test(model, scores: np.ndarray, labels: np.ndarray) -> None:
+def _calibrate_on_test(model, prediction, dataset) -> None:
+    labels = dataset.labels
     if labels.min() == 0:
-        model.calibrate_from_scores(scores, labels, source="the test split")
+        model.calibrate_from_scores(prediction.scores, labels, source="the test split")
+        model.calibrate_pixels(prediction.maps, labels, dataset.masks_array() if dataset.has_masks else None,
+                               source="the test split")
+        model.threshold_source = "test"
     else:
         warnings.warn("the test split holds no normal images: the model is saved uncalibrated (no threshold; "
                       "predict writes label null) - run model.calibrate() on normal images", stacklevel=3)
+
+
+def _threshold_facts(model) -> dict[str, Any]:
+    """The thresholds a run used and where they came from (metrics.json and predictions.npz meta)."""
+    return {"threshold": model.threshold, "threshold_rule": model.threshold_rule,
+            "threshold_source": model.threshold_source if model.threshold is not None else None,
+            "pixel_threshold": model.pixel_threshold, "pixel_threshold_rule": model.pixel_threshold_rule}
 
 
 def _aupimo_per_image(details: RecordEvaluation, n: int) -> np.ndarray:
@@ -111,8 +125,9 @@ def write_overlays(folder: Path, model, dataset, evaluation: Evaluation, count: 
         name = Path(item["path"]).stem
         truth = "anomalous" if item["label"] else "normal"
         caption = f"{item['defect_type']} ({truth})  score {evaluation.scores[index]:.3f}"
+        flagged = model.threshold is not None and float(evaluation.scores[index]) >= model.threshold
         written.append(_save(folder / f"{item['defect_type']}_{name}.png", image, evaluation.maps[index].astype(np.float32),
-                             vmin, vmax, model.threshold, caption))
+                             vmin, vmax, model.pixel_threshold if flagged else None, caption))
     return written
 
 
@@ -122,45 +137,77 @@ def _save(path, image, anomaly_map, vmin, vmax, threshold, caption) -> Path:
     return save_overlay(path, image, anomaly_map, vmin=vmin, vmax=vmax, threshold=threshold, caption=caption)
 
 
-def build_datasets(data: str | Path | None, layout: str, options: dict[str, Any], transform,
-                   skip_bad_images: bool = False):
-    """(train, test) ImageDatasets of a layout, with the model's transform; test is None when the layout
-    leaves no test images (e.g. ``folder`` with ``test_ratio=0`` and no defect folders)."""
-    from vadkit.data import ImageDataset, load_split
+@dataclass
+class RunData:
+    """The datasets of a training run, built with the model's transform (``val``/``test`` None when empty)."""
 
-    split = load_split(layout, data, **options)
-    train_set = ImageDataset(split.train, transform, skip_bad_images=skip_bad_images)
-    test_set = ImageDataset(split.test, transform, skip_bad_images=skip_bad_images) if split.test else None
-    return train_set, test_set
+    train: Any
+    val: Any
+    test: Any
+
+    @property
+    def skipped(self) -> list[Path]:
+        return [path for part in (self.train, self.val, self.test) if part is not None for path in part.skipped]
+
+
+def build_datasets(data: str | Path | None, layout: str, options: dict[str, Any], transform,
+                   skip_bad_images: bool = False, *, val_ratio: float | None = None,
+                   val: str | Path | None = None, seed: int = 0) -> RunData:
+    """The train, validation and test ImageDatasets of a layout (see :func:`vadkit.data.with_validation` for
+    the validation part; ``val_ratio=0`` and no ``val`` leave it empty)."""
+    from vadkit.data import ImageDataset, load_split, with_validation
+
+    split = with_validation(load_split(layout, data, **options), val_ratio=val_ratio, val=val, seed=seed)
+
+    def dataset(samples):
+        return ImageDataset(samples, transform, skip_bad_images=skip_bad_images) if samples else None
+
+    return RunData(dataset(split.train), dataset(split.val), dataset(split.test))
 
 
 def train(*, data: str | Path | None, layout: str, model_name: str, params: dict[str, Any], out: str | Path,
           layout_options: dict[str, Any] | None = None, batch_size: int | None = None, overlays: int = 8,
-          skip_bad_images: bool = False, progress: bool | None = None) -> dict[str, Any]:
-    """Fit, evaluate, calibrate and save; returns the metrics written to ``out/metrics.json``."""
+          skip_bad_images: bool = False, progress: bool | None = None, val_ratio: float | None = None,
+          val: str | Path | None = None, calibrate_on_test: bool = False) -> dict[str, Any]:
+    """Fit, calibrate, evaluate and save; returns the metrics written to ``out/metrics.json``.
+
+    ``val_ratio`` / ``val``: the validation part thresholds are calibrated on (module docstring; default: a
+    tenth of the training normals when there are at least 20). ``calibrate_on_test``: calibrate on the test
+    split instead (no validation part is held out; the thresholded figures are then optimistic).
+    """
     from vadkit.models import create_model
 
     out = Path(out)
     model = create_model(model_name, **params)
-    train_set, test_set = build_datasets(data, layout, layout_options or {}, model.transform, skip_bad_images)
+    if calibrate_on_test and (val is not None or val_ratio):
+        from vadkit.errors import ParameterError
+
+        raise ParameterError("calibrate_on_test calibrates on the test split: give it without val or val_ratio")
+    sets = build_datasets(data, layout, layout_options or {}, model.transform, skip_bad_images,
+                          val_ratio=0.0 if calibrate_on_test else val_ratio, val=val)
     start = time.perf_counter()
-    model.fit(train_set, batch_size=batch_size, progress=progress)
+    model.fit(sets.train, batch_size=batch_size, progress=progress)
     fit_seconds = time.perf_counter() - start
-    facts = {"n_train": len(train_set), "fit_seconds": fit_seconds,
-             "skipped_images": [str(p) for p in train_set.skipped + (test_set.skipped if test_set else [])]}
-    if test_set is None:
-        warnings.warn("the test split is empty: the model is trained and saved, but not evaluated or calibrated",
-                      stacklevel=2)
+    if sets.val is not None:
+        source = "validation images" if sets.val.labels.max() == 1 else "held-out training normals"
+        model.calibrate(sets.val, batch_size=batch_size, progress=progress, source=source)
+    elif not calibrate_on_test:
+        warnings.warn("no validation images (fewer than 20 training images and no --val): the model is saved "
+                      "uncalibrated; give --val PATH or --val-ratio, or --calibrate-on-test", stacklevel=2)
+    facts = {"n_train": len(sets.train), "n_val": 0 if sets.val is None else len(sets.val),
+             "fit_seconds": fit_seconds, "skipped_images": [str(p) for p in sets.skipped]}
+    if sets.test is None:
+        warnings.warn("the test split is empty: the model is trained and saved, but not evaluated", stacklevel=2)
         model.save(out / MODEL_FILE)
         metrics = {"n_test": 0, **facts, **_run_info(model, data, layout, layout_options)}
         write_json(out / METRICS_FILE, metrics)
         return metrics
-    evaluation = evaluate(model, test_set, batch_size=batch_size, progress=progress, calibrate=True,
+    evaluation = evaluate(model, sets.test, batch_size=batch_size, progress=progress, calibrate=calibrate_on_test,
                           run_info=_run_info(model, data, layout, layout_options))
     model.save(out / MODEL_FILE)
-    # Run facts are read after calibration, so metrics.json carries the threshold the model was saved with.
+    # Run facts are read after calibration, so metrics.json carries the thresholds the model was saved with.
     metrics = save_evaluation(out, evaluation, {**facts, **_run_info(model, data, layout, layout_options)})
-    write_overlays(out / "overlays", model, test_set, evaluation, overlays)
+    write_overlays(out / "overlays", model, sets.test, evaluation, overlays)
     return metrics
 
 
@@ -184,8 +231,9 @@ def test(*, model_path: str | Path, data: str | Path | None, layout: str, out: s
 
 # metrics.json keys that describe the run rather than measure the predictions (kept by ``vadkit eval``).
 RUN_FACT_KEYS = frozenset({
-    "n_train", "fit_seconds", "predict_ms_per_image", "skipped_images", "model_file", "model", "backbone",
-    "params", "threshold", "threshold_rule", "data", "layout", "layout_options", "vadkit_version",
+    "n_train", "n_val", "fit_seconds", "predict_ms_per_image", "skipped_images", "model_file", "model", "backbone",
+    "params", "threshold", "threshold_rule", "threshold_source", "pixel_threshold", "pixel_threshold_rule", "data",
+    "layout", "layout_options", "vadkit_version",
 })
 
 
@@ -197,8 +245,7 @@ def _run_info(model, data, layout: str, layout_options: dict[str, Any] | None) -
         "model": model.name,
         "backbone": getattr(model, "backbone", None),
         "params": model.get_params(),
-        "threshold": model.threshold,
-        "threshold_rule": model.threshold_rule,
+        **_threshold_facts(model),
         "data": None if data is None else str(Path(data).resolve()),
         "layout": layout,
         "layout_options": layout_options or {},
@@ -208,38 +255,63 @@ def _run_info(model, data, layout: str, layout_options: dict[str, Any] | None) -
 
 def predict(*, model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
             batch_size: int | None = None, overlays: bool = True, skip_bad_images: bool = False,
-            progress: bool | None = None) -> Path:
-    """Score images (files or folders of images); writes ``out/predictions.jsonl`` and overlays.
+            progress: bool | None = None, recursive: bool = True, full_resolution: bool = False,
+            save_maps: bool = False) -> Path:
+    """Score images (files, or folders of images and their subfolders); writes ``out/predictions.jsonl``.
 
-    One JSON line per image: ``{"path": absolute input path, "score": float, "label": 0/1 or null when the
-    model is not calibrated, "overlay": overlay path or null}``.
+    One JSON line per image, in input order (a folder's images sorted by their path in it):
+    ``{"path": the image's path relative to the folder it was found in (as given for a file), "file":
+    absolute path, "score": float, "label": 0/1 or null when the model is not calibrated, "overlay": PNG path
+    or null, "map": .npy path or null}``. With ``skip_bad_images``, an unreadable file gets a line too, with
+    ``"skipped": reason`` and null score and label, so no input disappears silently.
+
+    ``recursive=False`` takes a folder's own images only. ``full_resolution`` draws overlays and saves maps
+    at each image's original size (the map resized back, see :meth:`Transform.map_to_original`) instead of
+    the model's input size. ``save_maps`` writes each map as ``out/maps/NNNNN_<stem>.npy`` (float32).
+    Overlays tint the pixels above the model's pixel threshold, in images it judges anomalous only.
     """
-    from vadkit.data import ImageDataset, Sample
+    from vadkit.data import ImageDataset, Sample, load_image
     from vadkit.models import load_model
-
-    model = load_model(model_path)
-    paths = expand_inputs(inputs)
-    dataset = ImageDataset([Sample(p) for p in paths], model.transform, skip_bad_images=skip_bad_images)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    lines = []
-    position = 0
     from vadkit.progress import track
 
-    total = model.n_batches(len(dataset), batch_size)
-    for part in track(model.predict_batches(dataset, batch_size=batch_size), "predicting", total=total,
-                      enabled=progress):
-        for score, anomaly_map, label in zip(part.scores, part.maps, _labels(part)):
-            sample = dataset.samples[position]
-            overlay = None
-            if overlays:
-                image = dataset.transform.denormalise(dataset[position]["image"])
-                overlay = str(_save(out / "overlays" / f"{position:05d}_{sample.image_path.stem}.png", image,
-                                    anomaly_map, float(anomaly_map.min()), float(anomaly_map.max()),
-                                    model.threshold, f"score {score:.3f}").resolve())
-            lines.append({"path": str(Path(sample.image_path).resolve()), "score": float(score),
-                          "label": None if label is None else int(label), "overlay": overlay})
-            position += 1
+    model = load_model(model_path)
+    found = expand_inputs(inputs, recursive=recursive)
+    dataset = ImageDataset([Sample(file) for file, _ in found], model.transform, skip_bad_images=skip_bad_images)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    kept = iter(range(len(dataset)))
+    predictions = (line for part in model.predict_batches(dataset, batch_size=batch_size)
+                   for line in zip(part.scores, part.maps, _labels(part)))
+    lines = []
+    progress_lines = track(predictions, "predicting", total=len(dataset), enabled=progress)
+    for position, (file, shown) in enumerate(found):
+        line = {"path": shown, "file": str(Path(file).resolve())}
+        if Path(file) in dataset.skip_reasons:
+            lines.append({**line, "score": None, "label": None, "overlay": None, "map": None,
+                          "skipped": dataset.skip_reasons[Path(file)]})
+            continue
+        index = next(kept)
+        score, anomaly_map, label = next(progress_lines)
+        image = None
+        if full_resolution:
+            image = np.asarray(load_image(file))
+            anomaly_map = model.transform.map_to_original(anomaly_map, image.shape[:2])
+        name = f"{position:05d}_{Path(file).stem}"
+        map_path = overlay = None
+        if save_maps:
+            map_path = out / "maps" / f"{name}.npy"
+            map_path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(map_path, anomaly_map.astype(np.float32))
+        if overlays:
+            if image is None:
+                image = dataset.transform.denormalise(dataset[index]["image"])
+            finite = anomaly_map[np.isfinite(anomaly_map)]
+            pixel_threshold = model.pixel_threshold if label == 1 else None
+            overlay = _save(out / "overlays" / f"{name}.png", image, anomaly_map, float(finite.min()),
+                            float(finite.max()), pixel_threshold, f"score {score:.3f}")
+        lines.append({**line, "score": float(score), "label": None if label is None else int(label),
+                      "overlay": None if overlay is None else str(overlay.resolve()),
+                      "map": None if map_path is None else str(map_path.resolve())})
     target = out / PREDICTIONS_FILE
     target.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return target
@@ -249,24 +321,27 @@ def _labels(part):
     return part.labels if part.labels is not None else [None] * len(part.scores)
 
 
-def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to their images (sorted); a missing path is a DataError."""
+def expand_inputs(inputs: Sequence[str | Path], *, recursive: bool = True) -> list[tuple[Path, str]]:
+    """``(file, shown path)`` of every image to score: files as given; folders expanded to their images
+    (and their subfolders' with ``recursive``), sorted by path, shown relative to the folder. A missing path,
+    or a folder with no image, is a DataError."""
     from vadkit.data import list_images
     from vadkit.errors import DataError
 
-    paths: list[Path] = []
+    found: list[tuple[Path, str]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = list_images(path)
-            if not found:
-                raise DataError(f"no images in folder {path} (looked for png/jpg/bmp/tif/webp files)")
-            paths.extend(found)
+            images = list_images(path, recursive=recursive)
+            if not images:
+                hint = "" if recursive else " (its subfolders were not searched: --no-recursive)"
+                raise DataError(f"no images in folder {path}{hint} (looked for png/jpg/bmp/tif/webp files)")
+            found.extend((image, image.relative_to(path).as_posix()) for image in images)
         elif path.is_file():
-            paths.append(path)
+            found.append((path, str(item)))
         else:
             raise DataError(f"input not found: {path} (give image files or folders of images)")
-    return paths
+    return found
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:

@@ -1,0 +1,77 @@
+"""One thread policy for every library that computes in parallel: torch (intra-op) and faiss (OpenMP).
+
+Both run OpenMP thread pools of their own (each wheel bundles its own ``libgomp``). Left to their defaults
+they can ask for more threads than there are cores between them, and OpenMP threads that wait for each
+other at every parallel region then slow down many-fold on a busy machine (vadkit's test suite once took
+65 s instead of 7 for one test). So every command sets one count for all of them
+(:func:`set_threads`, the CLI's ``--threads``; default: the CPUs this process may run on).
+
+Setting it early is what makes it hold everywhere: before torch or faiss is imported, ``OMP_NUM_THREADS``
+is what their runtimes read when they start; once imported, their own setters are called too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (respects taskset / cgroup cpusets), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _check(threads) -> int:
+    n = available_cpus() if threads is None else threads
+    if isinstance(n, bool) or not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    return n
+
+
+def get_threads() -> dict[str, int | None]:
+    """The thread counts in force: ``{"torch": n, "faiss": n}`` (None for a library not imported yet)."""
+    torch = sys.modules.get("torch")
+    faiss = sys.modules.get("faiss")
+    return {"torch": torch.get_num_threads() if torch is not None else None,
+            "faiss": faiss.omp_get_max_threads() if faiss is not None else None}
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Use ``threads`` (default: :func:`available_cpus`) in torch and faiss, now and once they are imported;
+    returns the count."""
+    n = _check(threads)
+    os.environ["OMP_NUM_THREADS"] = str(n)  # read by each OpenMP runtime when it starts
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+    faiss = sys.modules.get("faiss")
+    if faiss is not None:
+        faiss.omp_set_num_threads(n)
+    return n
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int | None = None) -> Iterator[int]:
+    """Run the block with exactly ``threads`` threads in torch and faiss (both imported here); yields the
+    count and restores the previous settings afterwards."""
+    import faiss  # noqa: F401 - imported so that its setting is pinned too
+    import torch  # noqa: F401
+
+    n = _check(threads)
+    previous = get_threads()
+    environment = os.environ.get("OMP_NUM_THREADS")
+    set_threads(n)
+    try:
+        yield n
+    finally:
+        sys.modules["torch"].set_num_threads(previous["torch"])
+        sys.modules["faiss"].omp_set_num_threads(previous["faiss"])
+        if environment is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = environment

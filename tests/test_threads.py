@@ -1,0 +1,50 @@
+"""One thread policy for torch and faiss (vadkit.threads) and ``--threads`` on every command."""
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from vadkit.cli import main
+from vadkit.threads import available_cpus, get_threads, pinned_threads, set_threads
+
+
+def test_a_count_set_before_the_libraries_load_holds_in_both():
+    code = ("from vadkit.threads import set_threads; set_threads(1)\n"
+            "import torch, faiss; print(torch.get_num_threads(), faiss.omp_get_max_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["1", "1"]
+
+
+def test_a_count_set_after_they_load_holds_too_and_pinning_restores_it():
+    import faiss
+    import torch
+
+    before = get_threads()
+    try:
+        assert set_threads(1) == 1 and get_threads() == {"torch": 1, "faiss": 1}
+        with pinned_threads(2) as n:
+            assert n == 2 and torch.get_num_threads() == faiss.omp_get_max_threads() == 2
+        assert get_threads() == {"torch": 1, "faiss": 1}
+    finally:
+        set_threads(before["torch"])
+    assert set_threads() == available_cpus()
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        set_threads(0)
+
+
+def test_every_command_takes_threads_and_applies_it(mvtec_folder, tmp_path):
+    import faiss
+    import torch
+
+    for name, command in main.commands.items():
+        assert "threads" in {param.name for param in command.params}, name
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(main, ["train", "--data", str(mvtec_folder), "--param", "image_size=64",
+                                           "--out", str(tmp_path), "--threads", "1", "--quiet", "--val-ratio", "0.25"])
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == faiss.omp_get_max_threads() == 1
+    finally:
+        set_threads(before)
