@@ -172,3 +172,28 @@ def test_spec_is_frozen():
     assert isinstance(spec, BackboneSpec)
     with pytest.raises(AttributeError):
         spec.name = "x"
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18"])
+def test_folded_batchnorm_gives_the_published_networks_features(name):
+    """Folding a frozen BatchNorm into its convolution changes nothing but float rounding."""
+    from vadkit.backbones.extractor import fold_batchnorm
+
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in create_extractor(name, pretrained=False).body.modules())
+    published = create_extractor(name, pretrained=False, fuse_batchnorm=False)
+    generator = torch.Generator().manual_seed(1)
+    norms = [m for m in published.body.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms
+    for norm in norms:  # statistics far from a fresh BatchNorm's identity map, so the folding has work to do
+        for tensor, low, high in ((norm.running_mean, -1.0, 1.0), (norm.running_var, 0.2, 3.0),
+                                  (norm.weight, 0.5, 2.0), (norm.bias, -0.5, 0.5)):
+            tensor.data.copy_(low + (high - low) * torch.rand(tensor.shape, generator=generator))
+    twin = create_extractor(name, pretrained=False, fuse_batchnorm=False)
+    twin.body.load_state_dict(published.body.state_dict())  # the same (random) weights, then folded
+    twin.body = fold_batchnorm(twin.body)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected, got = published(x), twin(x)
+    for layer in expected:
+        scale = float(expected[layer].abs().max())
+        torch.testing.assert_close(got[layer], expected[layer], rtol=1e-4, atol=1e-5 * scale)

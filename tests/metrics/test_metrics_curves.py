@@ -96,3 +96,28 @@ def test_float16_scores_give_the_same_curve_as_float64():
     fps, tps, thresholds = binary_clf_curve(labels, scores.astype(np.float64))
     assert np.array_equal(fps16, fps) and np.array_equal(tps16, tps)
     assert np.array_equal(thresholds16.astype(np.float64), thresholds)
+
+
+def test_subset_runs_equal_a_fresh_sort_of_the_subset():
+    """Filtering the sorted order of all pixels gives exactly the curves of a subset sorted on its own."""
+    from vadkit.metrics.curves import binary_clf_curve, sort_score_runs, subset_runs
+
+    rng = np.random.default_rng(3)
+    n_images, block = 9, 50
+    scores = np.round(rng.normal(size=n_images * block), 1).astype(np.float16)  # many ties
+    labels = rng.random(n_images * block) < 0.2
+    runs = sort_score_runs(scores)
+    keep = np.array([1, 0, 1, 1, 0, 0, 1, 0, 1], dtype=bool)
+    kept = subset_runs(runs, scores, keep, block)
+    sub_scores, sub_labels = scores.reshape(n_images, block)[keep].ravel(), labels.reshape(n_images, block)[keep].ravel()
+    fresh = sort_score_runs(sub_scores)
+    np.testing.assert_array_equal(kept.thresholds, fresh.thresholds)
+    np.testing.assert_array_equal(kept.counts, fresh.counts)
+    np.testing.assert_array_equal(np.sort(kept.order), np.arange(sub_scores.size))
+    assert np.all(np.diff(sub_scores[kept.order].astype(np.float64)) <= 0)
+    fps, tps, thresholds = binary_clf_curve(sub_labels, sub_scores)
+    tps_kept = kept.cumulative(sub_labels)
+    np.testing.assert_array_equal(tps_kept, tps)
+    np.testing.assert_array_equal(kept.counts - tps_kept, fps)
+    with pytest.raises(ValueError, match="blocks"):
+        subset_runs(runs, scores, keep[:5], block)

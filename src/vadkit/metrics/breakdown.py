@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from vadkit.metrics.curves import ScoreRuns, block_of_sorted, subset_runs
 from vadkit.metrics.pimo import DEFAULT_AUPIMO_METHOD
+from vadkit.metrics.pixel import pixel_runs
 from vadkit.metrics.report import MetricsReport, compute_metrics
 
 __all__ = ["per_defect_metrics"]
@@ -18,7 +20,8 @@ __all__ = ["per_defect_metrics"]
 
 def per_defect_metrics(labels, scores, defect_types, masks=None, maps=None,
                        fpr_bounds: tuple[float, float] = (1e-5, 1e-4),
-                       aupimo_method: str = DEFAULT_AUPIMO_METHOD) -> dict[str, MetricsReport]:
+                       aupimo_method: str = DEFAULT_AUPIMO_METHOD,
+                       runs: ScoreRuns | None = None) -> dict[str, MetricsReport]:
     """``compute_metrics`` on (normal images + images of one defect type), for each defect type.
 
     Args:
@@ -26,6 +29,8 @@ def per_defect_metrics(labels, scores, defect_types, masks=None, maps=None,
         defect_types: (N,) defect type name of each image (ignored for normal images).
         masks, maps: optional (N, H, W) ground truth and anomaly maps, as for ``compute_metrics``.
         fpr_bounds, aupimo_method: AUPIMO settings, as for ``compute_metrics``.
+        runs: the pixels of all ``maps`` already sorted (``pixel.pixel_runs``). The pixels are sorted once for
+            all defect types, each type's ranking filtered from it (``curves.subset_runs``), not sorted again.
 
     Returns:
         defect type -> MetricsReport, in sorted order of the names. Empty when there are no anomalous images.
@@ -36,12 +41,21 @@ def per_defect_metrics(labels, scores, defect_types, masks=None, maps=None,
         raise ValueError(f"defect_types has {len(defect_types)} entries for {len(labels)} images")
     scores = np.asarray(scores)
     normal = labels == 0
+    defects = sorted(set(defect_types[~normal].tolist()))
+    if masks is not None and defects:
+        maps = np.asarray(maps)
+        runs = pixel_runs(maps) if runs is None else runs
+        block = int(np.prod(maps.shape[1:]))
+        sorted_images = block_of_sorted(runs, block)
     reports = {}
-    for defect in sorted(set(defect_types[~normal].tolist())):
+    for defect in defects:
         keep = normal | (defect_types == defect)
+        kept_runs = None
+        if masks is not None:
+            kept_runs = subset_runs(runs, maps.ravel(), keep, block, sorted_images)
         reports[defect] = compute_metrics(
             labels[keep], scores[keep],
             None if masks is None else masks[keep], None if maps is None else maps[keep],
-            fpr_bounds=fpr_bounds, aupimo_method=aupimo_method,
+            fpr_bounds=fpr_bounds, aupimo_method=aupimo_method, pixel_runs=kept_runs,
         )
     return reports

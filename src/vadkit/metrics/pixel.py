@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from vadkit.metrics.curves import binary_clf_curve_of_valid, validate_labels, validate_scores
+from vadkit.metrics.curves import (ScoreRuns, binary_clf_curve_of_valid, sort_score_runs, validate_labels,
+                                   validate_scores)
 from vadkit.metrics.image import aupr_from_curve, auroc_from_curve, f1_max_from_curve
 
-__all__ = ["as_mask_and_map_stacks", "pixel_aupr", "pixel_auroc", "pixel_clf_curve", "pixel_f1_max"]
+__all__ = ["as_mask_and_map_stacks", "pixel_aupr", "pixel_auroc", "pixel_clf_curve", "pixel_f1_max", "pixel_runs"]
 
 
 def as_mask_and_map_stacks(masks, maps) -> tuple[np.ndarray, np.ndarray]:
@@ -37,12 +38,25 @@ def as_mask_and_map_stacks(masks, maps) -> tuple[np.ndarray, np.ndarray]:
     return masks, maps
 
 
-def pixel_clf_curve(masks, maps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``binary_clf_curve`` over all pixels: ``(fps, tps, thresholds)`` in pixel counts."""
+def pixel_runs(maps) -> ScoreRuns:
+    """All pixels of an (N, H, W) stack of maps sorted once (descending) into runs of tied values: the ranking
+    every pixel metric shares (:func:`pixel_clf_curve`, ``pro_curve``), for all images or, through
+    ``curves.subset_runs``, for a subset of them."""
+    maps = np.asarray(maps)
+    return sort_score_runs(validate_scores(maps.ravel(), name="maps (flattened)"))
+
+
+def pixel_clf_curve(masks, maps, runs: ScoreRuns | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``binary_clf_curve`` over all pixels: ``(fps, tps, thresholds)`` in pixel counts (``runs``: the maps'
+    :func:`pixel_runs`, when already sorted)."""
     masks, maps = as_mask_and_map_stacks(masks, maps)
     labels = validate_labels(masks.ravel(), name="masks")
-    scores = validate_scores(maps.ravel(), name="maps (flattened)")
-    return binary_clf_curve_of_valid(labels, scores)
+    if runs is None:
+        return binary_clf_curve_of_valid(labels, validate_scores(maps.ravel(), name="maps (flattened)"))
+    if runs.n_items != labels.size:
+        raise ValueError(f"the sorted pixels ({runs.n_items}) are not these maps' {labels.size} pixels")
+    tps = runs.cumulative(labels)
+    return runs.counts - tps, tps, runs.thresholds
 
 
 def pixel_auroc(masks, maps) -> float:

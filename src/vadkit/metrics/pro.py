@@ -43,7 +43,7 @@ import numpy as np
 from scipy import ndimage
 
 from vadkit.errors import UndefinedMetricError
-from vadkit.metrics.curves import sort_score_runs, validate_labels, validate_scores
+from vadkit.metrics.curves import ScoreRuns, sort_score_runs, validate_labels, validate_scores
 from vadkit.metrics.pixel import as_mask_and_map_stacks
 
 __all__ = ["aupro", "aupro_from_curve", "label_regions", "pro_curve"]
@@ -66,12 +66,13 @@ def label_regions(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return region_ids, region_sizes
 
 
-def pro_curve(masks, maps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pro_curve(masks, maps, runs: ScoreRuns | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The exact PRO curve at every distinct map value, thresholds descending.
 
     Args:
         masks: (N, H, W) bool or 0/1 ground truth (a single (H, W) pair is accepted as N=1).
         maps: (N, H, W) finite anomaly maps, higher = more anomalous.
+        runs: the maps' pixels already sorted (``pixel.pixel_runs``), shared with the other pixel metrics.
 
     Returns:
         ``(fpr, pro, thresholds)``, each (k,) for the k distinct map values; ``(0, 0)`` is not included.
@@ -82,12 +83,14 @@ def pro_curve(masks, maps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     masks, maps = as_mask_and_map_stacks(masks, maps)
     labels = validate_labels(masks.ravel(), name="masks")
-    scores = validate_scores(maps.ravel(), name="maps (flattened)")
     region_ids, region_sizes = label_regions(labels.reshape(masks.shape))
     n_normal = labels.size - int(region_sizes.sum())
     _require_regions_and_normal_pixels(len(region_sizes), n_normal)
 
-    runs = sort_score_runs(scores)
+    if runs is None:
+        runs = sort_score_runs(validate_scores(maps.ravel(), name="maps (flattened)"))
+    elif runs.n_items != labels.size:
+        raise ValueError(f"the sorted pixels ({runs.n_items}) are not these maps' {labels.size} pixels")
     # Weight of a pixel = its share of the mean overlap; index 0 (normal pixels) weighs nothing.
     region_weight = np.concatenate(([0.0], 1.0 / (len(region_sizes) * region_sizes.astype(np.float64))))
     sorted_weights = region_weight[region_ids.ravel()[runs.order]]

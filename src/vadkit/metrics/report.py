@@ -37,10 +37,10 @@ import numpy as np
 
 from vadkit.errors import UndefinedMetricError
 from vadkit.metrics import registry
-from vadkit.metrics.curves import binary_clf_curve
+from vadkit.metrics.curves import ScoreRuns, binary_clf_curve
 from vadkit.metrics.image import aupr_from_curve, auroc_from_curve, f1_max_from_curve
 from vadkit.metrics.pimo import DEFAULT_AUPIMO_METHOD, AUPIMOResult, aupimo
-from vadkit.metrics.pixel import pixel_clf_curve
+from vadkit.metrics.pixel import pixel_clf_curve, pixel_runs
 from vadkit.metrics.pro import aupro_from_curve, pro_curve
 from vadkit.metrics.spro import SaturatedRegion, auspro
 
@@ -84,7 +84,7 @@ class MetricsReport:
 
 def compute_metrics(labels, scores, masks=None, maps=None, *, keep_curves: bool = False,
                     fpr_bounds: tuple[float, float] = (1e-5, 1e-4), aupimo_method: str = DEFAULT_AUPIMO_METHOD,
-                    loco_regions=None) -> MetricsReport:
+                    loco_regions=None, pixel_runs: ScoreRuns | None = None) -> MetricsReport:
     """Image metrics from ``labels``/``scores`` and, when ``masks`` is given, pixel metrics from ``masks``/``maps``.
 
     Args:
@@ -102,6 +102,8 @@ def compute_metrics(labels, scores, masks=None, maps=None, *, keep_curves: bool 
             sequence of ``SaturatedRegion`` (each names its image), or one sequence per image (N of them, empty for
             a good image) of regions with ``mask`` and ``saturation``, such as the ``LocoRegion`` lists
             ``load_loco_regions`` returns for each test image. The FPR is measured on every pixel in no region.
+        pixel_runs: the maps' pixels already sorted (``pixel.pixel_runs``, or ``curves.subset_runs`` of a larger
+            set's); by default they are sorted here, once, for every pixel metric.
 
     Raises:
         ValueError: invalid input (see ``image.auroc`` and ``pixel.pixel_auroc``), masks or regions without maps,
@@ -124,7 +126,8 @@ def compute_metrics(labels, scores, masks=None, maps=None, *, keep_curves: bool 
     _add_curve_metrics(values, skipped, kept, "image", image_curve, "images", registry.metrics(needs="labels"))
     pimo = None
     if masks is not None:
-        pimo = _add_mask_metrics(values, skipped, kept, per_image, masks, maps, fpr_bounds, aupimo_method)
+        pimo = _add_mask_metrics(values, skipped, kept, per_image, masks, maps, fpr_bounds, aupimo_method,
+                                 pixel_runs)
     if loco_regions is not None:
         regions = _saturated_regions(loco_regions, n_images)
         for metric in registry.metrics(needs="loco_regions"):
@@ -147,15 +150,18 @@ def _require_same_images(n_images: int, masks, maps) -> None:
             )
 
 
-def _add_mask_metrics(values, skipped, curves, per_image, masks, maps, fpr_bounds, aupimo_method):
-    """Every registered ``needs="masks"`` metric; returns the AUPIMO result (or None)."""
+def _add_mask_metrics(values, skipped, curves, per_image, masks, maps, fpr_bounds, aupimo_method, runs):
+    """Every registered ``needs="masks"`` metric, from one sort of the pixels; returns the AUPIMO result (or None)."""
     from_curve = registry.metrics(needs="masks", statistic=tuple(_FROM_CURVE))
-    if from_curve or curves is not None:
-        _add_curve_metrics(values, skipped, curves, "pixel", pixel_clf_curve(masks, maps), "pixels", from_curve)
     with_pro = registry.metrics(needs="masks", statistic="aupro")
+    if runs is None and (from_curve or curves is not None or with_pro):
+        runs = pixel_runs(maps)
+    if from_curve or curves is not None:
+        _add_curve_metrics(values, skipped, curves, "pixel", pixel_clf_curve(masks, maps, runs), "pixels",
+                           from_curve)
     if with_pro:
         try:
-            fpr, pro, _ = pro_curve(masks, maps)
+            fpr, pro, _ = pro_curve(masks, maps, runs)
         except UndefinedMetricError as error:
             skipped.update({metric.key: str(error) for metric in with_pro})
         else:

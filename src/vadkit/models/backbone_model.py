@@ -15,7 +15,6 @@ of scoring with features its memory bank was never built from.
 
 from __future__ import annotations
 
-import hashlib
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -31,18 +30,6 @@ def check_sigma(sigma) -> None:
     """Smoothing sigma in pixels: 0 turns smoothing off; negative values are a mistake, not "off"."""
     if not (isinstance(sigma, (int, float)) and sigma >= 0):
         raise ParameterError(f"sigma must be a number >= 0 (pixels; 0 = no smoothing), got {sigma!r}")
-
-
-def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of a network's tensors (dtypes, shapes and values, in order; not their names, which depend on
-    how the network was truncated): the same weights give the same digest whichever file or package they
-    were read from."""
-    digest = hashlib.sha256()
-    for tensor in state.values():
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 class BackboneModel(AnomalyModel):
@@ -95,7 +82,7 @@ class BackboneModel(AnomalyModel):
         return self._extractor
 
     def _weights_record(self, extractor) -> dict[str, Any]:
-        return {"source": extractor.weights_source, "sha256": state_dict_sha256(extractor.body.state_dict())}
+        return {"source": extractor.weights_source, "sha256": extractor.weights_sha256}
 
     def _check_weights(self, extractor) -> None:
         expected = self.backbone_weights_

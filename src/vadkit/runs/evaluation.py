@@ -84,12 +84,14 @@ def evaluate_record(record: PredictionRecord, *, intervals: bool = True, n_resam
     """
     from vadkit.metrics import compute_metrics, per_defect_metrics
     from vadkit.metrics.pimo import DEFAULT_AUPIMO_METHOD
+    from vadkit.metrics.pixel import pixel_runs
 
     aupimo_method = aupimo_method or DEFAULT_AUPIMO_METHOD
     labels, scores, masks = record.labels, record.scores, record.masks
     maps = record.maps if masks is not None else None
+    runs = pixel_runs(maps) if masks is not None else None  # one sort of the pixels for every pixel metric below
     report = compute_metrics(labels, scores, masks, maps, keep_curves=keep_curves, fpr_bounds=fpr_bounds,
-                             aupimo_method=aupimo_method)
+                             aupimo_method=aupimo_method, pixel_runs=runs)
     metrics: dict[str, Any] = dict(report.values)
     metrics["n_test"] = len(record)
     if masks is not None:
@@ -97,7 +99,8 @@ def evaluate_record(record: PredictionRecord, *, intervals: bool = True, n_resam
         metrics["aupimo_method"] = aupimo_method
     per_defect = {defect: dict(sub.values)
                   for defect, sub in per_defect_metrics(labels, scores, record.defect_types, masks, maps,
-                                                        fpr_bounds=fpr_bounds, aupimo_method=aupimo_method).items()}
+                                                        fpr_bounds=fpr_bounds, aupimo_method=aupimo_method,
+                                                        runs=runs).items()}
     aupimo = report.aupimo.per_image if report.aupimo is not None else np.full(len(record), np.nan)
     metrics.update(_at_threshold(record))
     if report.skipped:
