@@ -83,9 +83,10 @@ def test_patch_and_image_scores_follow_the_papers_formulas_on_fixed_features(b):
     bank, embedding = bank.astype(np.float32).astype(np.float64), embedding.astype(np.float32).astype(np.float64)
     scores, maps, patch_scores = fixed_model(bank, b).score_embedding(torch.from_numpy(embedding).float(), (5, 5))
     expected_patches, expected_images = reference_scores(bank, embedding, b)
-    np.testing.assert_allclose(patch_scores.numpy(), expected_patches, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(maps.numpy(), expected_patches, rtol=1e-4, atol=1e-4)  # sigma 0, same size
-    np.testing.assert_allclose(scores.numpy(), expected_images, rtol=1e-6)  # s* and eq. 7 exact, not faiss'
+    # every distance exact (float32 differences), not faiss' expanded ||a||^2 - 2 a.b + ||b||^2
+    np.testing.assert_allclose(patch_scores.numpy(), expected_patches, rtol=1e-6)
+    np.testing.assert_allclose(maps.numpy(), expected_patches, rtol=1e-6)  # sigma 0, same size
+    np.testing.assert_allclose(scores.numpy(), expected_images, rtol=1e-6)
     assert np.all(scores.numpy() > 0.5)
 
 

@@ -17,7 +17,8 @@ As the paper defines it:
   reduce": greedy k-center whenever a buffer of ``max_patches_in_memory`` patches fills, patches already
   within the last selection's radius of it dropped on arrival). Its coverage radius is certified per fit
   (:attr:`PatchCore.coreset_info_`) and bounded by 2 OPT per reduce (4 OPT with the usual two reduces);
-* patch score: distance to the nearest memory-bank feature (exact search, faiss);
+* patch score: distance to the nearest memory-bank feature (exact search, faiss; the distance itself is
+  computed from the two vectors, see ``score_embedding``);
 * image score: the largest patch score s*, reweighted by how isolated its nearest bank feature m* is
   (eq. 7): s = (1 - exp(s*) / sum_{m in N_b(m*)} exp(||m_test - m||)) * s*, with N_b the ``num_neighbours``
   nearest bank features of m* (m* itself included), computed with a log-sum-exp for numerical safety.
@@ -201,11 +202,15 @@ class PatchCore(BackboneModel):
         and for comparing it with other implementations on the same features)."""
         b, _, h, w = embedding.shape
         patches = flatten_patches(embedding).float().numpy()
-        distances, nearest = self._search(patches, k=1)
-        patch_scores = torch.from_numpy(distances[:, 0]).view(b, h, w)
+        _, nearest = self._search(patches, k=1)
+        nearest = nearest[:, 0]
+        # The search finds the nearest bank row; its distance is recomputed from the vectors, because faiss'
+        # ||a||^2 - 2 a.b + ||b||^2 rounds the small distances of normal patches (measured: up to 6e-4 relative)
+        distances = np.linalg.norm(patches - self._bank_rows(nearest), axis=1)
+        patch_scores = torch.from_numpy(distances).view(b, h, w)
         maps = to_image_maps(patch_scores, size, self.sigma)
-        scores = self._image_scores(patches.reshape(b, h * w, -1), distances[:, 0].reshape(b, h * w),
-                                    nearest[:, 0].reshape(b, h * w))
+        scores = self._image_scores(patches.reshape(b, h * w, -1), distances.reshape(b, h * w),
+                                    nearest.reshape(b, h * w))
         return torch.from_numpy(scores), maps, patch_scores
 
     def _image_scores(self, patches: np.ndarray, distances: np.ndarray, nearest: np.ndarray) -> np.ndarray:
