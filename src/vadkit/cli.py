@@ -142,6 +142,8 @@ batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=
 skip_option = click.option("--skip-bad-images", is_flag=True,
                            help="Skip unreadable image files with a warning instead of stopping.")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
+device_option = click.option("--device", default="cpu", show_default=True,
+                             help="Where the networks run: cpu, cuda, cuda:N or auto (a GPU when there is one).")
 
 
 def threads_option(command):
@@ -171,7 +173,8 @@ def main() -> None:
               help="Dataset root (not needed for elpv, which comes from PyPI).")
 @layout_option
 @option_option
-@click.option("--model", "model_name", default="patchcore", show_default=True, help="Method: patchcore, padim.")
+@click.option("--model", "model_name", default="patchcore", show_default=True,
+              help="Method: patchcore, patchcore_lite, padim, stfpm, paste, rd4ad.")
 @click.option("--backbone", default=None, help="Backbone (default: the model's, mobilenet_v2).")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Model parameter, repeatable (e.g. coreset_ratio=0.01).")
@@ -184,12 +187,15 @@ def main() -> None:
               help="Validation folder to calibrate on instead: normal images, or good/ + defect folders (+ masks).")
 @click.option("--calibrate-on-test", is_flag=True,
               help="Calibrate the thresholds on the test split (MVTec habit; thresholded figures become optimistic).")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted training from OUT/training.ckpt (trained methods).")
+@device_option
 @batch_option
 @skip_option
 @quiet_option
 @threads_option
 def train(data, layout, options, model_name, backbone, params, out, overlays, val_ratio, val, calibrate_on_test,
-          batch_size, skip_bad_images, quiet):
+          resume, device, batch_size, skip_bad_images, quiet):
     """Train a model, calibrate its thresholds on validation images, evaluate it on the test split: writes
     OUT/model.vad, OUT/metrics.json and OUT/overlays/."""
     model_params = parse_assignments(params, "--param")
@@ -202,7 +208,8 @@ def train(data, layout, options, model_name, backbone, params, out, overlays, va
         metrics = runs.train(data=data, layout=layout, model_name=model_name, params=model_params, out=out,
                              layout_options=parse_assignments(options, "--option"), batch_size=batch_size,
                              overlays=overlays, skip_bad_images=skip_bad_images, progress=False if quiet else None,
-                             val_ratio=val_ratio, val=val, calibrate_on_test=calibrate_on_test)
+                             val_ratio=val_ratio, val=val, calibrate_on_test=calibrate_on_test, device=device,
+                             resume=resume)
         _print_metrics(metrics, f"{model_name} on {data or layout}")
         click.echo(f"wrote {out / runs.MODEL_FILE}, {out / runs.METRICS_FILE}, {out / runs.PREDICTIONS_NPZ}, "
                    f"{out / runs.PER_IMAGE_FILE}, {out / 'overlays'}/ (vadkit report {out} makes report.html)")
@@ -221,8 +228,9 @@ def train(data, layout, options, model_name, backbone, params, out, overlays, va
 @batch_option
 @skip_option
 @quiet_option
+@device_option
 @threads_option
-def test(model_path, data, layout, options, out, overlays, batch_size, skip_bad_images, quiet):
+def test(model_path, data, layout, options, out, overlays, batch_size, skip_bad_images, quiet, device):
     """Evaluate a saved model on a dataset's test split: prints the metrics, writes metrics.json."""
     out = out or model_path.parent / "test"
 
@@ -231,7 +239,8 @@ def test(model_path, data, layout, options, out, overlays, batch_size, skip_bad_
 
         metrics = runs.test(model_path=model_path, data=data, layout=layout, out=out,
                             layout_options=parse_assignments(options, "--option"), batch_size=batch_size,
-                            overlays=overlays, skip_bad_images=skip_bad_images, progress=False if quiet else None)
+                            overlays=overlays, skip_bad_images=skip_bad_images, progress=False if quiet else None,
+                            device=device)
         _print_metrics(metrics, f"{model_path} on {data or layout}")
         click.echo(f"wrote {out / runs.METRICS_FILE}, {out / runs.PREDICTIONS_NPZ}, {out / runs.PER_IMAGE_FILE}")
 
@@ -250,9 +259,10 @@ def test(model_path, data, layout, options, out, overlays, batch_size, skip_bad_
 @batch_option
 @skip_option
 @quiet_option
+@device_option
 @threads_option
 def predict(model_path, inputs, out, no_overlays, no_recursive, full_resolution, save_maps, batch_size,
-            skip_bad_images, quiet):
+            skip_bad_images, quiet, device):
     """Score images or folders of images (subfolders included): writes OUT/predictions.jsonl (+ overlays).
 
     One line per image, its path relative to the folder given; with --skip-bad-images an unreadable file
@@ -264,7 +274,7 @@ def predict(model_path, inputs, out, no_overlays, no_recursive, full_resolution,
         target = runs.predict(model_path=model_path, inputs=inputs, out=out, batch_size=batch_size,
                               overlays=not no_overlays, skip_bad_images=skip_bad_images,
                               progress=False if quiet else None, recursive=not no_recursive,
-                              full_resolution=full_resolution, save_maps=save_maps)
+                              full_resolution=full_resolution, save_maps=save_maps, device=device)
         click.echo(f"wrote {target}")
 
     _run(action)

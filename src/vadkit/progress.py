@@ -35,6 +35,9 @@ class _NullTask:
     def advance(self, amount: float = 1) -> None:
         pass
 
+    def describe(self, description: str) -> None:
+        pass
+
 
 class _RichTask:
     def __init__(self, progress, task_id) -> None:
@@ -43,10 +46,15 @@ class _RichTask:
     def advance(self, amount: float = 1) -> None:
         self._progress.advance(self._task_id, amount)
 
+    def describe(self, description: str) -> None:
+        """Change the bar's text (e.g. to show the current training loss)."""
+        self._progress.update(self._task_id, description=description)
+
 
 @contextmanager
-def task(description: str, total: float, enabled: bool | None = None):
-    """A progress bar advanced by hand, for loops that are not a simple iterable (e.g. coreset selection)."""
+def task(description: str, total: float | None, enabled: bool | None = None):
+    """A progress bar advanced by hand, for loops that are not a simple iterable (e.g. coreset selection,
+    a training loop); ``total=None`` when the end is not known in advance (a time budget)."""
     if not progress_enabled(enabled):
         yield _NullTask()
         return

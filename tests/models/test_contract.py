@@ -17,6 +17,16 @@ from vadkit.models.persistence import FORMAT_VERSION
 ALL_MODELS = list_models()
 
 
+def small(name: str) -> dict:
+    """Parameters that fit ``name`` in a second on the tiny images: a few steps for the trained methods."""
+    from vadkit.models.trained import TrainedModel
+
+    params = {"image_size": 64}
+    if issubclass(model_class(name), TrainedModel):
+        params.update(max_steps=4, batch_size=4)
+    return params
+
+
 @pytest.fixture(scope="module")
 def split(mvtec_folder):
     return load_split("mvtec", mvtec_folder)
@@ -24,7 +34,7 @@ def split(mvtec_folder):
 
 @pytest.fixture(scope="module", params=ALL_MODELS)
 def fitted(request, split):
-    model = vadkit.create_model(request.param, image_size=64)
+    model = vadkit.create_model(request.param, **small(request.param))
     return model.fit(split.train, progress=False)
 
 
@@ -54,7 +64,7 @@ def test_get_params_round_trips_the_constructor(fitted):
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_fit_changes_no_parameter_and_learns_only_underscored_attributes(name, split):
-    model = vadkit.create_model(name, image_size=64)
+    model = vadkit.create_model(name, **small(name))
     before_params = copy.deepcopy(model.get_params())
     before_attributes = set(vars(model))
     model.fit(split.train, progress=False)
@@ -226,6 +236,8 @@ def test_truncated_foreign_and_future_files_give_clear_errors(fitted, tmp_path):
 def test_save_before_fit_is_a_clear_error(name, tmp_path):
     with pytest.raises(NotFittedError):
         vadkit.create_model(name).save(tmp_path / "x.vad")
+    with pytest.raises(NotFittedError, match="call fit"):
+        vadkit.create_model(name, **small(name)).predict(torch.zeros(1, 3, 64, 64))
 
 
 @pytest.mark.parametrize("params, message", [
@@ -248,3 +260,34 @@ def test_a_single_layer_name_is_one_layer():
 def test_batch_size_must_be_positive(fitted):
     with pytest.raises(ParameterError, match="batch_size"):
         fitted.predict(torch.zeros(2, 3, 64, 64), batch_size=0)
+
+
+def test_the_inference_module_is_the_whole_prediction_in_torch(fitted, split):
+    """One pure-torch module per method (export, serving, profiling run it): the same scores and maps as
+    predict (PatchCore-Lite's coarse stage rounds its tables in faiss: the same nearest rows but for ties)."""
+    dataset = ImageDataset(split.test, fitted.transform)
+    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    module = fitted.inference_module()
+    assert isinstance(module, torch.nn.Module)
+    with torch.inference_mode():
+        scores, maps = module(images)
+    expected = fitted.predict(images)
+    assert scores.shape == (len(images),) and maps.shape == expected.maps.shape
+    rtol = 1e-2 if fitted.name == "patchcore_lite" else 1e-4
+    np.testing.assert_allclose(scores.numpy(), expected.scores, rtol=rtol)
+    np.testing.assert_allclose(maps.numpy(), expected.maps, rtol=rtol, atol=rtol * float(expected.maps.max()))
+
+
+def test_device_is_runtime_state_and_a_bad_device_is_a_clear_error(fitted, tmp_path):
+    from vadkit.models.base import resolve_device
+
+    assert fitted.to("cpu") is fitted and fitted.device == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="no CUDA GPU"):
+            fitted.to("cuda")
+    with pytest.raises(ParameterError, match="unknown device"):
+        fitted.to("tpu9")
+    saved = torch.load(fitted.save(tmp_path / "m.vad"), weights_only=True)
+    assert "device" not in saved["params"] and "device" not in saved["state"]
+    assert all(value.device.type == "cpu" for value in saved["state"].values() if isinstance(value, torch.Tensor))

@@ -14,10 +14,11 @@ the extractor runs *only* the network up to the deepest requested layer, never t
   every block whatever ``out_indices`` says, and loads weights with ``strict=False``.)
 
 Weights are loaded into the *full* architecture with ``strict=True`` before truncation, so a wrong file
-fails loudly instead of leaving random layers. The extractor is always in eval mode (BatchNorm uses its
-ImageNet statistics even when a parent module is put in ``train()``, as a teacher network must) and its
-parameters never require gradients, so no autograd graph is built unless the *input* requires grad;
-call it under ``torch.inference_mode()`` for the fastest path.
+fails loudly instead of leaving random layers. A frozen extractor (the default) is always in eval mode
+(BatchNorm uses its ImageNet statistics even when a parent module is put in ``train()``, as a teacher network
+must) and its parameters never require gradients, so no autograd graph is built unless the *input* requires
+grad; call it under ``torch.inference_mode()`` for the fastest path. ``frozen=False`` gives the same
+truncated architecture as a network to train (a student, :mod:`vadkit.models.stfpm`).
 
 The convolutions of torchvision backbones then have their BatchNorms folded in (:func:`fold_batchnorm`):
 the network is frozen, so each BatchNorm is a fixed per-channel affine map, and folding it halves the CPU
@@ -60,6 +61,9 @@ class FeatureExtractor(nn.Module):
         channels_last: memory format of the network; ``None`` uses the measured-fastest default.
         fuse_batchnorm: fold BatchNorms into the convolutions before them (:func:`fold_batchnorm`); ``False``
             keeps the network as published (for comparisons).
+        frozen: ``True`` (default): the pretrained feature extractor every method scores with: no gradients,
+            always in eval mode, BatchNorms folded. ``False``: the same truncated architecture as a network to
+            train (a student): gradients on, ``train()`` honoured, BatchNorms kept.
 
     Attributes:
         name, layers, channels, strides, mean, std, spec, weights_source (where the weights came from) and
@@ -83,6 +87,7 @@ class FeatureExtractor(nn.Module):
         *,
         channels_last: bool | None = None,
         fuse_batchnorm: bool = True,
+        frozen: bool = True,
     ) -> None:
         super().__init__()
         spec = get_spec(backbone)
@@ -95,11 +100,12 @@ class FeatureExtractor(nn.Module):
         model = spec.build()
         self.weights_source = _load_weights(model, spec, weights, pretrained)
         self.weights_sha256 = state_dict_sha256(model.state_dict())
+        self.frozen = frozen
         self.body = _truncate(model, spec, self.layers)
-        if fuse_batchnorm:
+        if fuse_batchnorm and frozen:
             self.body = fold_batchnorm(self.body)
         self._depth_order = tuple(layer for layer in spec.layers if layer in self.layers)
-        self.body.requires_grad_(False)
+        self.body.requires_grad_(not frozen)
         self.memory_format = torch.contiguous_format
         if DEFAULT_CHANNELS_LAST if channels_last is None else channels_last:
             self.to_channels_last()
@@ -128,8 +134,8 @@ class FeatureExtractor(nn.Module):
         return self
 
     def train(self, mode: bool = True) -> FeatureExtractor:
-        """Always stays in eval mode: a frozen backbone must keep its BatchNorm statistics."""
-        return super().train(False)
+        """A frozen extractor always stays in eval mode: it must keep its BatchNorm statistics."""
+        return super().train(mode and not self.frozen)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, layers={self.layers}, weights_source={self.weights_source!r}"

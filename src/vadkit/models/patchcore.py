@@ -48,7 +48,7 @@ import torch
 from vadkit.errors import ParameterError
 from vadkit.models.backbone_model import BackboneModel, check_sigma
 from vadkit.ops.coreset import START_RULES, random_projection
-from vadkit.ops.knn import NearestNeighbours
+from vadkit.ops.knn import NearestNeighbours, nearest_rows
 from vadkit.ops.patch_features import flatten_patches, pyramid_embedding
 from vadkit.ops.smoothing import to_image_maps
 from vadkit.ops.streaming_coreset import StreamingKCenter
@@ -137,7 +137,7 @@ class PatchCore(BackboneModel):
         """Locally aware patch features (B, C, h, w) of a normalised batch."""
         return pyramid_embedding(self.features(images), self.chosen_layers(), self.patch_size)
 
-    def _fit_features(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
+    def _fit(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
         """Stream the training patches into the coreset selector: float16 copies of the full features and,
         when they are wider than ``projection_dim``, the float32 projection the selection works on. The
         patch count is known from the first batch (patches per image x ``n_images``), hence the bank
@@ -201,7 +201,7 @@ class PatchCore(BackboneModel):
         smoothed maps (B, *size) and the raw patch scores (B, h, w) (the scoring stage on its own, for tests
         and for comparing it with other implementations on the same features)."""
         b, _, h, w = embedding.shape
-        patches = flatten_patches(embedding).float().numpy()
+        patches = flatten_patches(embedding).float().cpu().numpy()
         _, nearest = self._search(patches, k=1)
         nearest = nearest[:, 0]
         # The search finds the nearest bank row; its distance is recomputed from the vectors, because faiss'
@@ -214,26 +214,27 @@ class PatchCore(BackboneModel):
         return torch.from_numpy(scores), maps, patch_scores
 
     def _image_scores(self, patches: np.ndarray, distances: np.ndarray, nearest: np.ndarray) -> np.ndarray:
-        """Eq. 7 of the paper, for every image of the batch at once (see the module docstring).
+        """Eq. 7 for every image of the batch at once (see :func:`reweighted_score`).
 
         ``patches`` (B, P, C) test patch features, ``distances`` / ``nearest`` (B, P) their nearest-bank
         distances and ids; returns (B,) float32 image scores.
         """
         rows = np.arange(len(distances))
         worst = distances.argmax(axis=1)                              # index of m_test,* per image
-        m_test = patches[rows, worst].astype(np.float64)              # (B, C)
-        m_star_ids = nearest[rows, worst]
-        m_star = self._bank_rows(m_star_ids).astype(np.float64)       # (B, C)
-        s_star = np.linalg.norm(m_test - m_star, axis=1)
+        m_test = patches[rows, worst]                                 # (B, C)
+        m_star = self._bank_rows(nearest[rows, worst])                # (B, C)
         b = min(self.num_neighbours, self._bank_size())
-        if b == 1:
-            return s_star.astype(np.float32)                          # degenerate eq. 7: no reweighting
-        _, neighbourhood = self._search(m_star.astype(np.float32), k=b)   # N_b(m*), m* included
-        bank = self._bank_rows(neighbourhood).astype(np.float64)      # (B, b, C)
-        to_neighbours = np.linalg.norm(bank - m_test[:, None, :], axis=2)
-        log_denominator = np.logaddexp.reduce(to_neighbours, axis=1)
-        weight = 1.0 - np.exp(s_star - log_denominator)
-        return (weight * s_star).astype(np.float32)
+        neighbours = None
+        if b > 1:
+            _, neighbourhood = self._search(m_star.astype(np.float32), k=b)   # N_b(m*), m* included
+            neighbours = torch.from_numpy(self._bank_rows(neighbourhood)).double()   # (B, b, C)
+        scores = reweighted_score(torch.from_numpy(m_test).double(), torch.from_numpy(m_star).double(), neighbours)
+        return scores.float().numpy()
+
+    def inference_module(self) -> PatchCoreGraph:
+        self._check_fitted("inference_module")
+        return PatchCoreGraph(self.extractor, self.chosen_layers(), self.patch_size, self.sigma,
+                              self.memory_bank_.float().to(self.device), self.num_neighbours)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -253,3 +254,47 @@ class PatchCore(BackboneModel):
         height, wide = self.transform.output_size
         patches = -(-height // stride) * -(-wide // stride)  # the patch grid of the shallowest tapped layer
         return {"knn_search": n_images * patches * bank * width, "reweighting_search": n_images * bank * width}
+
+
+def reweighted_score(m_test: torch.Tensor, m_star: torch.Tensor, neighbours: torch.Tensor | None) -> torch.Tensor:
+    """Eq. 7: s = (1 - exp(s*) / sum_{m in N_b(m*)} exp(||m_test - m||)) * s*, with s* = ||m_test - m*||.
+
+    ``m_test`` and ``m_star`` (B, C): the most anomalous test patch of each image and its nearest bank row;
+    ``neighbours`` (B, b, C): the rows of N_b(m*) (m* among them), or None for b = 1, where the formula is
+    degenerate (weight 0 for every image) and s* is returned. Computed with a log-sum-exp, in the inputs' dtype.
+    """
+    s_star = (m_test - m_star).norm(dim=1)
+    if neighbours is None:
+        return s_star
+    to_neighbours = (neighbours - m_test[:, None, :]).norm(dim=2)
+    weight = 1.0 - torch.exp(s_star - torch.logsumexp(to_neighbours, dim=1))
+    return weight * s_star
+
+
+class PatchCoreGraph(torch.nn.Module):
+    """PatchCore's whole inference in torch: backbone, locally aware embedding, exact nearest-neighbour
+    search over the bank (:func:`vadkit.ops.knn.nearest_rows`, in place of faiss), eq. 7 and the smoothed map.
+    ``forward(images) -> (scores (B,), maps (B, H, W))``, as ``PatchCore.predict`` gives them."""
+
+    def __init__(self, extractor: torch.nn.Module, layers: Sequence[str], patch_size: int, sigma: float,
+                 bank: torch.Tensor, num_neighbours: int) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.layers, self.patch_size, self.sigma = list(layers), patch_size, sigma
+        self.num_neighbours = min(num_neighbours, bank.shape[0])
+        self.register_buffer("bank", bank)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = pyramid_embedding(self.extractor(images), self.layers, self.patch_size)
+        b, c, h, w = embedding.shape
+        patches = embedding.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        nearest = nearest_rows(patches.reshape(-1, c), self.bank)[:, 0].view(b, h * w)
+        distances = (patches - self.bank[nearest]).norm(dim=2)                  # (B, P), exact
+        maps = to_image_maps(distances.view(b, h, w), tuple(images.shape[-2:]), self.sigma)
+        rows = torch.arange(b, device=images.device)
+        worst = distances.argmax(dim=1)
+        m_test, m_star = patches[rows, worst], self.bank[nearest[rows, worst]]
+        neighbours = None
+        if self.num_neighbours > 1:
+            neighbours = self.bank[nearest_rows(m_star, self.bank, k=self.num_neighbours)]
+        return reweighted_score(m_test, m_star, neighbours), maps

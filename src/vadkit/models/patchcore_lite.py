@@ -65,7 +65,9 @@ import numpy as np
 import torch
 
 from vadkit.errors import ParameterError, VadkitError
-from vadkit.models.patchcore import PatchCore
+from vadkit.models.patchcore import PatchCore, reweighted_score
+from vadkit.ops.patch_features import pyramid_embedding
+from vadkit.ops.smoothing import to_image_maps
 
 RERANK_MODES = ("sq8", "fp16", "decoded")
 #: dimensions per PQ sub-vector when ``pq_subquantizers`` is left to its default (M = d / 4)
@@ -189,6 +191,20 @@ class CompressedBank:
             nearest[start:start + chunk] = np.take_along_axis(ids, order.numpy(), axis=1)
         return squared, nearest
 
+    def torch_tables(self) -> dict[str, torch.Tensor]:
+        """The bank as plain tensors for a torch search: ``codebooks`` (M, 2^nbits, d/M), ``codes`` (n, M)
+        int64 (recovered from the PQ-decoded vectors, which are exactly centroids) and ``rerank`` (n, d), the
+        re-rank level's vectors (None in ``"decoded"`` mode, where the ADC distance is the re-rank)."""
+        import faiss
+
+        m, ksub = self.subquantizers, 2 ** self.nbits
+        codebooks = torch.from_numpy(faiss.vector_to_array(self.coarse.pq.centroids).reshape(m, ksub, -1).copy())
+        decoded = torch.from_numpy(self.coarse.reconstruct_batch(np.arange(len(self), dtype=np.int64)))
+        parts = decoded.view(len(self), m, -1)                                       # (n, M, d/M)
+        codes = torch.stack([torch.cdist(parts[:, j], codebooks[j]).argmin(1) for j in range(m)], dim=1)
+        rerank = None if self.refine is None else torch.from_numpy(self.reconstruct(np.arange(len(self))))
+        return {"codebooks": codebooks, "codes": codes, "rerank": rerank}
+
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """Bank vectors (len(ids), d) as the re-rank stage sees them (SQ/fp16-decoded, or PQ-decoded)."""
         ids = np.ascontiguousarray(ids, dtype=np.int64).ravel()
@@ -282,9 +298,9 @@ class PatchCoreLite(PatchCore):
         return int(self.bank_.to_bytes().nbytes)
 
     # -- fit ------------------------------------------------------------------------------------------
-    def _fit_features(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
+    def _fit(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
         self.bank_ = None
-        super()._fit_features(batches, n_images, progress)
+        super()._fit(batches, n_images, progress)
         self._compress(self.memory_bank_)
 
     @classmethod
@@ -340,6 +356,13 @@ class PatchCoreLite(PatchCore):
     def _bank_rows(self, ids: np.ndarray) -> np.ndarray:
         return self.bank_.reconstruct(ids).reshape(*np.shape(ids), -1)
 
+    def inference_module(self) -> PatchCoreLiteGraph:
+        self._check_fitted("inference_module")
+        tables = self.bank_.torch_tables()
+        return PatchCoreLiteGraph(self.extractor, self.chosen_layers(), self.patch_size, self.sigma,
+                                  min(self.num_neighbours, len(self.bank_)), self.rerank_k,
+                                  **{key: None if value is None else value.to(self.device) for key, value in tables.items()})
+
     # -- cost -----------------------------------------------------------------------------------------
     def feature_grid(self) -> tuple[int, int]:
         """(h, w) patches per image: the input size divided by the shallowest tapped layer's stride."""
@@ -383,3 +406,53 @@ class PatchCoreLite(PatchCore):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict({**state, "bank_": CompressedBank.from_bytes(state["bank_"].numpy())})
         self._index = None
+
+
+class PatchCoreLiteGraph(torch.nn.Module):
+    """PatchCore-Lite's inference in torch: the same coarse-to-fine search as :class:`CompressedBank`
+    (asymmetric distances to the PQ codes, the ``rerank_k`` best re-ranked on the re-rank vectors), then
+    PatchCore's eq. 7 and map. faiss' FastScan rounds its look-up tables to 8 bits where this computes them in
+    float, so a near tie among the coarse candidates can be ordered differently: the two agree but for
+    such patches (tested)."""
+
+    def __init__(self, extractor: torch.nn.Module, layers: Sequence[str], patch_size: int, sigma: float,
+                 num_neighbours: int, rerank_k: int, codebooks: torch.Tensor, codes: torch.Tensor,
+                 rerank: torch.Tensor | None, query_chunk: int = 1024) -> None:
+        super().__init__()
+        self.extractor, self.layers, self.patch_size, self.sigma = extractor, list(layers), patch_size, sigma
+        self.num_neighbours, self.rerank_k, self.query_chunk = num_neighbours, rerank_k, query_chunk
+        self.register_buffer("codebooks", codebooks)          # (M, K, d/M)
+        self.register_buffer("codes", codes)                  # (n, M)
+        decoded = torch.stack([codebooks[j][codes[:, j]] for j in range(codes.shape[1])], dim=1).flatten(1)
+        self.register_buffer("vectors", decoded if rerank is None else rerank)   # what m* and N_b(m*) are
+
+    def search(self, queries: torch.Tensor, k: int) -> torch.Tensor:
+        """Ids (Q, k) of the k nearest bank rows of each query: ADC candidates, re-ranked."""
+        m, n = self.codes.shape[1], self.codes.shape[0]
+        candidates = min(max(k, self.rerank_k), n)
+        found = []
+        for start in range(0, queries.shape[0], self.query_chunk):
+            query = queries[start:start + self.query_chunk]
+            parts = query.view(query.shape[0], m, -1)                                      # (Q, M, d/M)
+            tables = ((parts[:, :, None, :] - self.codebooks[None]) ** 2).sum(-1)         # (Q, M, K)
+            adc = sum(tables[:, j, self.codes[:, j]] for j in range(m))                    # (Q, n)
+            coarse = torch.topk(adc, candidates, dim=1, largest=False).indices
+            exact = ((self.vectors[coarse] - query[:, None, :]) ** 2).sum(-1)             # (Q, candidates)
+            order = torch.topk(exact, min(k, candidates), dim=1, largest=False).indices
+            found.append(torch.gather(coarse, 1, order))
+        return torch.cat(found)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = pyramid_embedding(self.extractor(images), self.layers, self.patch_size)
+        b, c, h, w = embedding.shape
+        patches = embedding.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        nearest = self.search(patches.reshape(-1, c), 1)[:, 0].view(b, h * w)
+        distances = (patches - self.vectors[nearest]).norm(dim=2)
+        maps = to_image_maps(distances.view(b, h, w), tuple(images.shape[-2:]), self.sigma)
+        rows = torch.arange(b, device=images.device)
+        worst = distances.argmax(dim=1)
+        m_test, m_star = patches[rows, worst], self.vectors[nearest[rows, worst]]
+        neighbours = None
+        if self.num_neighbours > 1:
+            neighbours = self.vectors[self.search(m_star, self.num_neighbours)]
+        return reweighted_score(m_test, m_star, neighbours), maps

@@ -17,6 +17,9 @@ _MODULES = {
     "patchcore": "vadkit.models.patchcore",
     "padim": "vadkit.models.padim",
     "patchcore_lite": "vadkit.models.patchcore_lite",
+    "stfpm": "vadkit.models.stfpm",
+    "paste": "vadkit.models.paste",
+    "rd4ad": "vadkit.models.rd4ad",
 }
 
 

@@ -1,13 +1,16 @@
-"""Exact nearest-neighbour search over a memory bank, backed by faiss.
+"""Exact nearest-neighbour search over a memory bank: faiss for predict, torch for inference modules.
 
 faiss' flat L2 index computes all distances with BLAS matrix products and keeps the k best with a heap
 per query, which is what an exact search over a few hundred thousand vectors needs on a CPU; it is
 several times faster than ``torch.cdist`` + ``topk`` and does not materialise the full distance matrix.
+:func:`nearest_rows` is the same search in torch (chunked matrix products and a running top-k), so that a
+method's whole inference can be one torch module (export, serving).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 class NearestNeighbours:
@@ -39,3 +42,25 @@ class NearestNeighbours:
         squared, indices = self._index.search(queries, k)
         # faiss computes ||q||^2 + ||b||^2 - 2 q.b, which can dip slightly below zero by rounding
         return np.sqrt(np.maximum(squared, 0.0)), indices
+
+
+def nearest_rows(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = 4096) -> torch.Tensor:
+    """Indices (n, k) of the ``k`` nearest ``bank`` rows (m, d) of each query (n, d), nearest first: the same
+    exact search as :class:`NearestNeighbours`, in torch, for the inference modules that export and serving
+    run (faiss is faster in Python; this is one graph). The bank is scanned in chunks of ``chunk`` rows,
+    keeping a running top-k, so memory stays (n, chunk + k) whatever the bank size.
+    """
+    k = min(k, bank.shape[0])
+    best_values = best_indices = None
+    query_norms = (queries * queries).sum(1, keepdim=True)
+    for start in range(0, bank.shape[0], chunk):
+        rows = bank[start:start + chunk]
+        # squared distances ||q||^2 - 2 q.b + ||b||^2 (only their order matters here)
+        squared = query_norms - 2.0 * queries @ rows.T + (rows * rows).sum(1)[None, :]
+        indices = torch.arange(start, start + rows.shape[0], device=bank.device).expand(queries.shape[0], -1)
+        if best_values is not None:
+            squared = torch.cat([best_values, squared], dim=1)
+            indices = torch.cat([best_indices, indices], dim=1)
+        best_values, position = torch.topk(squared, min(k, squared.shape[1]), dim=1, largest=False)
+        best_indices = torch.gather(indices, 1, position)
+    return best_indices

@@ -37,6 +37,7 @@ from vadkit.runs.evaluation import RecordEvaluation, evaluate_record, write_per_
 from vadkit.runs.record import PredictionRecord
 
 MODEL_FILE = "model.vad"
+CHECKPOINT_FILE = "training.ckpt"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 
@@ -168,14 +169,18 @@ def build_datasets(data: str | Path | None, layout: str, options: dict[str, Any]
 def train(*, data: str | Path | None, layout: str, model_name: str, params: dict[str, Any], out: str | Path,
           layout_options: dict[str, Any] | None = None, batch_size: int | None = None, overlays: int = 8,
           skip_bad_images: bool = False, progress: bool | None = None, val_ratio: float | None = None,
-          val: str | Path | None = None, calibrate_on_test: bool = False) -> dict[str, Any]:
+          val: str | Path | None = None, calibrate_on_test: bool = False, device: str = "cpu",
+          resume: bool = False) -> dict[str, Any]:
     """Fit, calibrate, evaluate and save; returns the metrics written to ``out/metrics.json``.
 
-    ``val_ratio`` / ``val``: the validation part thresholds are calibrated on (module docstring; default: a
-    tenth of the training normals when there are at least 20). ``calibrate_on_test``: calibrate on the test
-    split instead (no validation part is held out; the thresholded figures are then optimistic).
+    ``val_ratio`` / ``val``: the validation part (module docstring; default: a tenth of the training normals
+    when there are at least 20): a trained method validates on it (early stopping, best weights) and the
+    thresholds are calibrated on it. ``calibrate_on_test``: calibrate on the test split instead (no validation
+    part is held out; the thresholded figures are then optimistic). ``device``: ``cpu``, ``cuda`` or ``auto``.
+    A trained method checkpoints to ``out/training.ckpt``; ``resume`` continues an interrupted training.
     """
     from vadkit.models import create_model
+    from vadkit.models.trained import TrainedModel
 
     out = Path(out)
     model = create_model(model_name, **params)
@@ -186,7 +191,12 @@ def train(*, data: str | Path | None, layout: str, model_name: str, params: dict
     sets = build_datasets(data, layout, layout_options or {}, model.transform, skip_bad_images,
                           val_ratio=0.0 if calibrate_on_test else val_ratio, val=val)
     start = time.perf_counter()
-    model.fit(sets.train, batch_size=batch_size, progress=progress)
+    model.to(device)
+    if isinstance(model, TrainedModel):
+        model.fit(sets.train, val=sets.val, batch_size=batch_size, progress=progress,
+                  checkpoint=out / CHECKPOINT_FILE, resume=resume)
+    else:
+        model.fit(sets.train, batch_size=batch_size, progress=progress)
     fit_seconds = time.perf_counter() - start
     if sets.val is not None:
         source = "validation images" if sets.val.labels.max() == 1 else "held-out training normals"
@@ -213,12 +223,12 @@ def train(*, data: str | Path | None, layout: str, model_name: str, params: dict
 
 def test(*, model_path: str | Path, data: str | Path | None, layout: str, out: str | Path,
          layout_options: dict[str, Any] | None = None, batch_size: int | None = None, overlays: int = 8,
-         skip_bad_images: bool = False, progress: bool | None = None) -> dict[str, Any]:
+         skip_bad_images: bool = False, progress: bool | None = None, device: str = "cpu") -> dict[str, Any]:
     """Evaluate a saved model on a layout's test split; writes ``out/metrics.json``."""
     from vadkit.data import ImageDataset, load_split
     from vadkit.models import load_model
 
-    model = load_model(model_path)
+    model = load_model(model_path).to(device)
     split = load_split(layout, data, **(layout_options or {}))
     test_set = ImageDataset(split.test, model.transform, skip_bad_images=skip_bad_images)
     info = _run_info(model, data, layout, layout_options)
@@ -256,7 +266,7 @@ def _run_info(model, data, layout: str, layout_options: dict[str, Any] | None) -
 def predict(*, model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
             batch_size: int | None = None, overlays: bool = True, skip_bad_images: bool = False,
             progress: bool | None = None, recursive: bool = True, full_resolution: bool = False,
-            save_maps: bool = False) -> Path:
+            save_maps: bool = False, device: str = "cpu") -> Path:
     """Score images (files, or folders of images and their subfolders); writes ``out/predictions.jsonl``.
 
     One JSON line per image, in input order (a folder's images sorted by their path in it):
@@ -274,7 +284,7 @@ def predict(*, model_path: str | Path, inputs: Sequence[str | Path], out: str | 
     from vadkit.models import load_model
     from vadkit.progress import track
 
-    model = load_model(model_path)
+    model = load_model(model_path).to(device)
     found = expand_inputs(inputs, recursive=recursive)
     dataset = ImageDataset([Sample(file) for file, _ in found], model.transform, skip_bad_images=skip_bad_images)
     out = Path(out)

@@ -1,0 +1,146 @@
+"""The base of the methods that train networks (STFPM, PaSTe, RD4AD, ...): what a method writes, and no more.
+
+A trained method subclasses :class:`TrainedModel` and writes only what differs between methods, in the spirit
+of PyOD's deep-model base and anomalib's split of torch model and orchestration (without Lightning):
+
+* :meth:`TrainedModel.build_networks`: create its networks (seeded, so a seed gives the same initial weights);
+  the ones it learns are attributes named in ``learned`` whose values are ``torch.nn.Module``;
+* :meth:`TrainedModel.training_step`: the loss of one batch of normalised training images;
+* :meth:`TrainedModel.configure_optimizer`: its optimiser (and scheduler) over :meth:`trainable_parameters`;
+* ``_predict_batch`` and ``inference_module``, as every method.
+
+The shared loop (:func:`vadkit.models.training.train`) owns the rest: epochs and steps, seeded shuffling,
+the budgets, validation on held-out normal images with early stopping and the best weights kept,
+``history_``, progress with the loss, checkpoints and resuming.
+
+Budgets. Every trained method takes ``epochs``, ``max_steps`` and ``max_time`` (seconds of training), so
+a user caps any of them the same way (``--param max_time=300``); training stops at the first one reached.
+Defaults are chosen to train in minutes on a 2-core CPU; each method's docstring gives the paper's
+settings, one parameter away. Other loop parameters: ``batch_size`` (the training batch), ``seed``,
+``validate_every`` (steps between validations; None: at each epoch end), ``patience`` (validations without
+improvement before stopping early; None: never) and ``num_workers`` (image-decoding processes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from vadkit.errors import ParameterError
+from vadkit.models.base import AnomalyModel
+
+
+def check_budgets(epochs, max_steps, max_time) -> None:
+    """At least one budget, each a positive number (epochs and steps integers)."""
+    for name, value, kinds in (("epochs", epochs, (int,)), ("max_steps", max_steps, (int,)),
+                               ("max_time", max_time, (int, float))):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds) or value <= 0):
+            raise ParameterError(f"{name} must be a positive {'integer' if kinds == (int,) else 'number'} or None, "
+                                 f"got {value!r}")
+    if epochs is None and max_steps is None and max_time is None:
+        raise ParameterError("give at least one training budget: epochs, max_steps or max_time (seconds)")
+
+
+class TrainedModel(AnomalyModel):
+    """An :class:`AnomalyModel` that trains networks in the shared loop (see the module docstring)."""
+
+    #: the training curve: one entry per validation / epoch end (step, epoch, seconds, loss, val_loss)
+    learned: ClassVar[tuple[str, ...]] = ("history_",)
+
+    def __init__(self, *, epochs: int | None, max_steps: int | None, max_time: float | None, batch_size: int,
+                 seed: int, validate_every: int | None, patience: int | None, num_workers: int,
+                 **base) -> None:
+        super().__init__(**base)
+        check_budgets(epochs, max_steps, max_time)
+        for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
+                                 ("validate_every", validate_every, 1), ("patience", patience, 1)):
+            optional = name in ("validate_every", "patience")
+            if (value is None and optional) or (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+                continue
+            raise ParameterError(f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}")
+        self.epochs, self.max_steps, self.max_time = epochs, max_steps, max_time
+        self.batch_size, self.seed = batch_size, seed
+        self.validate_every, self.patience, self.num_workers = validate_every, patience, num_workers
+        self.history_: list[dict[str, Any]] = []
+
+    # -- what a method writes -----------------------------------------------------------------------
+    def build_networks(self) -> None:
+        """Create the networks (called by the loop under ``torch.manual_seed(seed)``, and before loading)."""
+        raise NotImplementedError
+
+    def training_step(self, images: torch.Tensor) -> torch.Tensor:
+        """The scalar loss of one batch of normalised training images (B, 3, H, W)."""
+        raise NotImplementedError
+
+    def configure_optimizer(self, total_steps: int | None):
+        """``(optimizer, scheduler or None)`` over :meth:`trainable_parameters`; ``total_steps`` is the step
+        count when the budget fixes it (for schedules), else None. The scheduler steps once per step."""
+        raise NotImplementedError
+
+    def validation_loss(self, images: torch.Tensor) -> torch.Tensor:
+        """The loss on held-out normal images (default: the training loss, networks in eval mode)."""
+        return self.training_step(images)
+
+    # -- what the loop reads --------------------------------------------------------------------------
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """The learned networks: the learned attributes that are modules."""
+        return {name: value for name in self.learned_attributes()
+                if isinstance(value := getattr(self, name, None), torch.nn.Module)}
+
+    def trainable_parameters(self) -> Iterator[torch.nn.Parameter]:
+        for network in self.networks().values():
+            yield from (parameter for parameter in network.parameters() if parameter.requires_grad)
+
+    def train_mode(self, training: bool) -> None:
+        """Switch the learned networks between training and evaluation (frozen parts stay in eval)."""
+        for network in self.networks().values():
+            network.train(training)
+
+    # -- the contract -------------------------------------------------------------------------------
+    def fit(self, data, *, val=None, batch_size: int | None = None, progress: bool | None = None,
+            checkpoint: str | Path | None = None, resume: bool = False) -> TrainedModel:
+        """Train on ``data`` (normal images), validating on ``val`` (normal images) when given.
+
+        ``checkpoint``: a file the loop saves its whole state to (every ``validate_every`` steps or epoch,
+        and at the end); with ``resume=True`` an existing checkpoint is continued, giving the same weights
+        as an uninterrupted run. ``batch_size`` is that of the validation passes (training uses the
+        ``batch_size`` parameter).
+        """
+        self._checkpoint, self._resume = checkpoint, resume
+        try:
+            return super().fit(data, val=val, batch_size=batch_size, progress=progress)
+        finally:
+            self._checkpoint, self._resume = None, False
+
+    def _fit_dataset(self, dataset, val, *, batch_size: int | None, progress: bool | None) -> None:
+        from vadkit.models.training import train
+
+        train(self, dataset, val, progress=progress, checkpoint=getattr(self, "_checkpoint", None),
+              resume=getattr(self, "_resume", False), eval_batch_size=batch_size)
+
+    def _move_to(self, device: torch.device) -> None:
+        super()._move_to(device)
+        for network in self.networks().values():
+            network.to(device)
+
+    # -- persistence: networks are stored as their state dicts -----------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        for name, network in self.networks().items():
+            state[name] = {key: value.cpu() for key, value in network.state_dict().items()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.build_networks()
+        networks = self.networks()
+        for name, network in networks.items():
+            network.load_state_dict(state[name])
+            network.to(self.device)
+        plain = {name: value for name, value in state.items() if name not in networks}
+        for name in self.learned_attributes():
+            if name not in networks:
+                setattr(self, name, plain[name])
+        self.train_mode(False)
