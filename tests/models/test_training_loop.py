@@ -98,10 +98,14 @@ def test_a_resumed_training_ends_with_the_weights_of_an_uninterrupted_one(split,
                                                        resume=True, progress=False)
     assert_same_weights(weights(resumed), weights(uninterrupted))
     assert [entry["step"] for entry in resumed.history_] == [entry["step"] for entry in uninterrupted.history_]
-    # more budget continues the same training; other settings are another training
+    # more budget continues the same training (from its last weights, not its best): the same as training
+    # with that budget from the start; other settings are another training
     longer = stfpm(max_steps=9, validate_every=2).fit(split.train, val=split.train[:4], checkpoint=checkpoint,
                                                       resume=True, progress=False)
+    straight = stfpm(max_steps=9, validate_every=2).fit(split.train, val=split.train[:4], progress=False)
     assert longer.history_[-1]["step"] == 9
+    assert_same_weights(weights(longer), weights(straight))
+    assert [entry["step"] for entry in longer.history_] == [entry["step"] for entry in straight.history_]
     with pytest.raises(ModelFileError, match="another training"):
         stfpm(max_steps=9, validate_every=2, lr=0.1).fit(split.train, checkpoint=checkpoint, resume=True,
                                                          progress=False)

@@ -169,15 +169,15 @@ def train(model, dataset, val, *, progress: bool | None = None, checkpoint: str 
                     state.stop_reason = f"early stop: {state.bad_validations} validations without improvement"
                 if state.stop_reason is not None:
                     break
-    if state.loss_count:
+    if checkpoint is not None:  # the loop's state as it is: a resumed training continues exactly from here
+        _save_checkpoint(checkpoint, model, optimizer, scheduler, state, elapsed())
+    if state.loss_count:  # a last validation of the steps since the previous one (not in the checkpoint)
         _record(model, state, val, eval_batch_size, elapsed())
     if state.best_networks is not None:
         for name, network in model.networks().items():
             network.load_state_dict(state.best_networks[name])
     model.train_mode(False)
     model.history_ = state.history + [{"stop": state.stop_reason, "step": state.step, "epoch": state.epoch}]
-    if checkpoint is not None:
-        _save_checkpoint(checkpoint, model, optimizer, scheduler, state, elapsed())
 
 
 def _record(model, state: LoopState, val, eval_batch_size: int | None, seconds: float) -> None:
