@@ -193,3 +193,15 @@ def test_a_model_name_without_data_says_how_to_give_images():
         profile_model("padim", params={"image_size": 64}, repeats=1, warmup=0, threads=1)
     figures = profile_model("padim", params={"image_size": 64}, fit=False, repeats=1, warmup=0, threads=1).as_dict()
     assert figures["data"].startswith("synthetic") and figures["backbone_ms_b1"] > 0
+
+
+def test_a_trained_method_is_profiled_with_its_student(mvtec_folder):
+    figures = profile_model("stfpm", data=mvtec_folder, params={"image_size": 64, "max_steps": 2, "batch_size": 4},
+                            **FAST).as_dict()
+    model = vadkit.create_model("stfpm", image_size=64)
+    teacher = sum(p.numel() for p in model.extractor.parameters())
+    model.build_networks()
+    student = sum(p.numel() for p in model.student_.parameters())
+    assert figures["params"] == teacher + student and figures["fit_seconds"] > 0
+    assert figures["macs"] == figures["macs_torch"] > 2 * figures["macs_backbone"] * 0.9  # teacher + student
+    assert figures["bank_bytes"] > 4 * student * 0.99  # the student's weights are its learned state

@@ -293,6 +293,8 @@ def profile_model(model_or_spec, *, data=None, layout: str | None = None,
                                   "DIR --layout ...), or profile a trained .vad file, or an unfitted model with "
                                   "fit=False (CLI: --no-fit)")
             _fit(model, split, profile, batch_size, max_train, progress)
+            # a trained method's networks (student, decoder) exist only once it is fitted
+            profile.params, profile.param_bytes = sizes.parameter_count(model), sizes.parameter_bytes(model)
         if split is None:
             images = synthetic_images(model.transform, batch_size)
             profile.data = f"synthetic: {batch_size} seeded random images of the model's input size"
