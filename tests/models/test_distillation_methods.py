@@ -73,7 +73,8 @@ def test_a_short_fit_learns_normal_and_planted_defects_score_higher(name, split)
 
 def test_paste_shares_the_early_layers_and_trains_only_the_later_ones():
     paste = vadkit.create_model("paste", image_size=64)
-    assert paste.chosen_layers() == ["features.7", "features.10", "features.14"] and paste.shared_layer_() == "features.6"
+    assert paste.chosen_layers() == ["features.7", "features.10", "features.14"]
+    assert paste.shared_layer_() == "features.6"
     paste.build_networks()
     assert paste.student_.names == [f"features.{i}" for i in range(7, 15)]
     stfpm = vadkit.create_model("stfpm", image_size=64, layers=["features.7", "features.10", "features.14"])

@@ -240,7 +240,8 @@ def _per_image_counts(masks, maps, threshold,
     if flagged_images is not None:
         flagged_images = np.asarray(flagged_images, dtype=bool)
         if flagged_images.shape != tp.shape:
-            raise ValueError(f"flagged_images must have one entry per image ({tp.shape[0]}), got {flagged_images.shape}")
+            raise ValueError(f"flagged_images must have one entry per image ({tp.shape[0]}), "
+                             f"got {flagged_images.shape}")
         passed = ~flagged_images
         fn, tn = np.where(passed, fn + tp, fn), np.where(passed, tn + fp, tn)
         tp, fp = np.where(passed, 0, tp), np.where(passed, 0, fp)

@@ -284,11 +284,15 @@ class PatchCoreGraph(torch.nn.Module):
         self.num_neighbours = min(num_neighbours, bank.shape[0])
         self.register_buffer("bank", bank)
 
+    def search(self, queries: torch.Tensor, k: int) -> torch.Tensor:
+        """Ids (Q, k) of the ``k`` nearest bank rows of each query (exact; PatchCore-Lite: two-stage)."""
+        return nearest_rows(queries, self.bank, k=k)
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embedding = pyramid_embedding(self.extractor(images), self.layers, self.patch_size)
         b, c, h, w = embedding.shape
         patches = embedding.permute(0, 2, 3, 1).reshape(b, h * w, c)
-        nearest = nearest_rows(patches.reshape(-1, c), self.bank)[:, 0].view(b, h * w)
+        nearest = self.search(patches.reshape(-1, c), 1)[:, 0].view(b, h * w)
         distances = (patches - self.bank[nearest]).norm(dim=2)                  # (B, P), exact
         maps = to_image_maps(distances.view(b, h, w), tuple(images.shape[-2:]), self.sigma)
         rows = torch.arange(b, device=images.device)
@@ -296,5 +300,5 @@ class PatchCoreGraph(torch.nn.Module):
         m_test, m_star = patches[rows, worst], self.bank[nearest[rows, worst]]
         neighbours = None
         if self.num_neighbours > 1:
-            neighbours = self.bank[nearest_rows(m_star, self.bank, k=self.num_neighbours)]
+            neighbours = self.bank[self.search(m_star, self.num_neighbours)]
         return reweighted_score(m_test, m_star, neighbours), maps

@@ -65,9 +65,7 @@ import numpy as np
 import torch
 
 from vadkit.errors import ParameterError, VadkitError
-from vadkit.models.patchcore import PatchCore, reweighted_score
-from vadkit.ops.patch_features import pyramid_embedding
-from vadkit.ops.smoothing import to_image_maps
+from vadkit.models.patchcore import PatchCore, PatchCoreGraph
 
 RERANK_MODES = ("sq8", "fp16", "decoded")
 #: dimensions per PQ sub-vector when ``pq_subquantizers`` is left to its default (M = d / 4)
@@ -358,10 +356,10 @@ class PatchCoreLite(PatchCore):
 
     def inference_module(self) -> PatchCoreLiteGraph:
         self._check_fitted("inference_module")
-        tables = self.bank_.torch_tables()
+        tables = {key: None if value is None else value.to(self.device)
+                  for key, value in self.bank_.torch_tables().items()}
         return PatchCoreLiteGraph(self.extractor, self.chosen_layers(), self.patch_size, self.sigma,
-                                  min(self.num_neighbours, len(self.bank_)), self.rerank_k,
-                                  **{key: None if value is None else value.to(self.device) for key, value in tables.items()})
+                                  min(self.num_neighbours, len(self.bank_)), self.rerank_k, **tables)
 
     # -- cost -----------------------------------------------------------------------------------------
     def feature_grid(self) -> tuple[int, int]:
@@ -408,26 +406,25 @@ class PatchCoreLite(PatchCore):
         self._index = None
 
 
-class PatchCoreLiteGraph(torch.nn.Module):
-    """PatchCore-Lite's inference in torch: the same coarse-to-fine search as :class:`CompressedBank`
-    (asymmetric distances to the PQ codes, the ``rerank_k`` best re-ranked on the re-rank vectors), then
-    PatchCore's eq. 7 and map. faiss' FastScan rounds its look-up tables to 8 bits where this computes them in
-    float, so a near tie among the coarse candidates can be ordered differently: the two agree but for
-    such patches (tested)."""
+class PatchCoreLiteGraph(PatchCoreGraph):
+    """PatchCore-Lite's inference in torch: PatchCore's graph whose search is the coarse-to-fine search of
+    :class:`CompressedBank` (asymmetric distances to the PQ codes, the ``rerank_k`` best re-ranked on the
+    re-rank vectors, which are also the rows m* and N_b(m*) are read from). faiss' FastScan rounds its look-up
+    tables to 8 bits where this computes them in float, so a near tie among the coarse candidates can be
+    ordered differently: the two agree but for such patches (tested)."""
 
     def __init__(self, extractor: torch.nn.Module, layers: Sequence[str], patch_size: int, sigma: float,
                  num_neighbours: int, rerank_k: int, codebooks: torch.Tensor, codes: torch.Tensor,
                  rerank: torch.Tensor | None, query_chunk: int = 1024) -> None:
-        super().__init__()
-        self.extractor, self.layers, self.patch_size, self.sigma = extractor, list(layers), patch_size, sigma
-        self.num_neighbours, self.rerank_k, self.query_chunk = num_neighbours, rerank_k, query_chunk
+        decoded = torch.stack([codebooks[j][codes[:, j]] for j in range(codes.shape[1])], dim=1).flatten(1)
+        super().__init__(extractor, layers, patch_size, sigma, decoded if rerank is None else rerank,
+                         num_neighbours)
+        self.rerank_k, self.query_chunk = rerank_k, query_chunk
         self.register_buffer("codebooks", codebooks)          # (M, K, d/M)
         self.register_buffer("codes", codes)                  # (n, M)
-        decoded = torch.stack([codebooks[j][codes[:, j]] for j in range(codes.shape[1])], dim=1).flatten(1)
-        self.register_buffer("vectors", decoded if rerank is None else rerank)   # what m* and N_b(m*) are
 
     def search(self, queries: torch.Tensor, k: int) -> torch.Tensor:
-        """Ids (Q, k) of the k nearest bank rows of each query: ADC candidates, re-ranked."""
+        """Ids (Q, k) of the k nearest bank rows of each query: ADC candidates, re-ranked on ``bank``."""
         m, n = self.codes.shape[1], self.codes.shape[0]
         candidates = min(max(k, self.rerank_k), n)
         found = []
@@ -437,22 +434,7 @@ class PatchCoreLiteGraph(torch.nn.Module):
             tables = ((parts[:, :, None, :] - self.codebooks[None]) ** 2).sum(-1)         # (Q, M, K)
             adc = sum(tables[:, j, self.codes[:, j]] for j in range(m))                    # (Q, n)
             coarse = torch.topk(adc, candidates, dim=1, largest=False).indices
-            exact = ((self.vectors[coarse] - query[:, None, :]) ** 2).sum(-1)             # (Q, candidates)
+            exact = ((self.bank[coarse] - query[:, None, :]) ** 2).sum(-1)                # (Q, candidates)
             order = torch.topk(exact, min(k, candidates), dim=1, largest=False).indices
             found.append(torch.gather(coarse, 1, order))
         return torch.cat(found)
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = pyramid_embedding(self.extractor(images), self.layers, self.patch_size)
-        b, c, h, w = embedding.shape
-        patches = embedding.permute(0, 2, 3, 1).reshape(b, h * w, c)
-        nearest = self.search(patches.reshape(-1, c), 1)[:, 0].view(b, h * w)
-        distances = (patches - self.vectors[nearest]).norm(dim=2)
-        maps = to_image_maps(distances.view(b, h, w), tuple(images.shape[-2:]), self.sigma)
-        rows = torch.arange(b, device=images.device)
-        worst = distances.argmax(dim=1)
-        m_test, m_star = patches[rows, worst], self.vectors[nearest[rows, worst]]
-        neighbours = None
-        if self.num_neighbours > 1:
-            neighbours = self.vectors[self.search(m_star, self.num_neighbours)]
-        return reweighted_score(m_test, m_star, neighbours), maps

@@ -90,8 +90,8 @@ def load_model(path: str | Path):
     if unknown or missing:
         parts = ([f"parameters this vadkit's {cls.name} does not take: {', '.join(unknown)}"] if unknown else []) + \
                 ([f"no value for its parameters {', '.join(missing)}"] if missing else [])
-        raise ModelFileError(f"{path} was written by vadkit {payload.get('vadkit_version', '?')} with {'; '.join(parts)}. "
-                             f"Load it with that vadkit version, or re-train the model with this one")
+        raise ModelFileError(f"{path} was written by vadkit {payload.get('vadkit_version', '?')} with "
+                             f"{'; '.join(parts)}. Load it with that vadkit version, or re-train the model with this one")
     try:
         model = cls(**params)
     except VadkitError as error:

@@ -69,7 +69,8 @@ def _shortcut(inputs: int, outputs: int, up: bool, down: bool) -> nn.Module | No
     if up:
         return nn.Sequential(nn.ConvTranspose2d(inputs, outputs, 2, stride=2, bias=False), nn.BatchNorm2d(outputs))
     if down or inputs != outputs:
-        return nn.Sequential(nn.Conv2d(inputs, outputs, 1, stride=2 if down else 1, bias=False), nn.BatchNorm2d(outputs))
+        return nn.Sequential(nn.Conv2d(inputs, outputs, 1, stride=2 if down else 1, bias=False),
+                             nn.BatchNorm2d(outputs))
     return None
 
 

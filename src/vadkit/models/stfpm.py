@@ -41,6 +41,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from vadkit.errors import ParameterError
 from vadkit.models.backbone_model import BackboneModel
 from vadkit.models.trained import TrainedModel
 
@@ -94,12 +95,10 @@ class STFPM(TrainedModel, BackboneModel):
                          validate_every=validate_every, patience=patience, num_workers=num_workers,
                          backbone=backbone, layers=layers, weights=weights, image_size=image_size,
                          crop_size=crop_size)
-        from vadkit.errors import ParameterError
-
-        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (name == "lr" and value == 0):
-                raise ParameterError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} number, "
-                                     f"got {value!r}")
+        for name, value, low_ok in (("lr", lr, False), ("momentum", momentum, True),
+                                    ("weight_decay", weight_decay, True)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not low_ok):
+                raise ParameterError(f"{name} must be a {'non-negative' if low_ok else 'positive'} number, got {value!r}")
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.student_: torch.nn.Module | None = None
 

@@ -58,7 +58,8 @@ class TrainedModel(AnomalyModel):
         for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
                                  ("validate_every", validate_every, 1), ("patience", patience, 1)):
             optional = name in ("validate_every", "patience")
-            if (value is None and optional) or (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+            is_count = isinstance(value, int) and not isinstance(value, bool) and value >= low
+            if is_count or (value is None and optional):
                 continue
             raise ParameterError(f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}")
         self.epochs, self.max_steps, self.max_time = epochs, max_steps, max_time

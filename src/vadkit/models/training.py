@@ -217,7 +217,8 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler) -> LoopState:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # damaged file
-        raise ModelFileError(f"checkpoint {path} cannot be read ({type(error).__name__}); delete it to start over") from None
+        raise ModelFileError(f"checkpoint {path} cannot be read ({type(error).__name__}); "
+                             "delete it to start over") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelFileError(f"{path} is not a vadkit training checkpoint")
     budgets = ("epochs", "max_steps", "max_time")  # a resumed training may be given more of them

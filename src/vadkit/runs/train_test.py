@@ -127,8 +127,9 @@ def write_overlays(folder: Path, model, dataset, evaluation: Evaluation, count: 
         truth = "anomalous" if item["label"] else "normal"
         caption = f"{item['defect_type']} ({truth})  score {evaluation.scores[index]:.3f}"
         flagged = model.threshold is not None and float(evaluation.scores[index]) >= model.threshold
-        written.append(_save(folder / f"{item['defect_type']}_{name}.png", image, evaluation.maps[index].astype(np.float32),
-                             vmin, vmax, model.pixel_threshold if flagged else None, caption))
+        written.append(_save(folder / f"{item['defect_type']}_{name}.png", image,
+                             evaluation.maps[index].astype(np.float32), vmin, vmax,
+                             model.pixel_threshold if flagged else None, caption))
     return written
 
 
