@@ -198,13 +198,13 @@ class AnomalyModel(ABC):
         dataset = data if isinstance(data, torch.Tensor) else self.as_dataset(data)
         if len(dataset) == 0:
             raise VadkitError("fit needs at least one training image")
-        val_set = None if val is None or isinstance(val, torch.Tensor) else self.as_dataset(val)
+        if val is not None and not isinstance(val, torch.Tensor):
+            val = self.as_dataset(val)
         self.input_size_ = None
         for key in CALIBRATION_KEYS:
             setattr(self, key, None)
         self._prepare_fit()
-        self._fit_dataset(dataset, val_set if val_set is not None else val, batch_size=batch_size,
-                          progress=progress)
+        self._fit_dataset(dataset, val, batch_size=batch_size, progress=progress)
         self.fitted = True
         return self
 
@@ -237,12 +237,13 @@ class AnomalyModel(ABC):
         """Move the model's networks and tensors that take part in prediction (subclasses with any)."""
 
     def _sized(self, batches: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
-        """Record the input size from the first training batch and hold every later one to it."""
+        """Record the input size from the first training batch, hold every later one to it, and send each
+        batch to the model's device."""
         for images in batches:
             if self.input_size_ is None:
                 self.input_size_ = list(images.shape[-2:])
             self._check_input_size(images)
-            yield images
+            yield images.to(self.device)
 
     @torch.inference_mode()
     def predict_batches(self, data: Images, *, batch_size: int | None = None) -> Iterator[Prediction]:

@@ -144,7 +144,7 @@ class PatchCore(BackboneModel):
         size k and whether the selection must stream."""
         selector = projection = None
         for images in batches:
-            patches = flatten_patches(self.embed(images))
+            patches = flatten_patches(self.embed(images)).cpu()  # the coreset is selected on the CPU
             if selector is None:
                 total = patches.shape[0] // images.shape[0] * n_images
                 k = max(1, int(round(self.coreset_ratio * total)))
