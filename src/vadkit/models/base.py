@@ -104,6 +104,8 @@ class AnomalyModel(ABC):
     learned: ClassVar[tuple[str, ...]] = ("input_size_",)
     #: False for a zero-shot method: it predicts without fit
     requires_fit: ClassVar[bool] = True
+    #: the pretrained backbone's name, for methods built on one (runs and profiles report it)
+    backbone: str | None = None
 
     def __init__(self) -> None:
         #: (H, W) of the images the model was fitted on; predict refuses other sizes

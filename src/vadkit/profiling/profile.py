@@ -279,10 +279,10 @@ def profile_model(model_or_spec, *, data=None, layout: str | None = None,
         raise ParameterError(f"max_train must be an integer >= 1, got {max_train!r}")
     model, model_file = resolve_model(model_or_spec, params)
     split, data_description, layout = resolve_split(data, layout, layout_options)
-    extractor = getattr(model, "extractor", None)  # load the backbone weights before anything is measured
+    extractor = model.extractor  # load the backbone weights before anything is measured (None: no backbone)
     with pinned_threads(threads) as n_threads:
         profile = Profile(
-            model=model.name, backbone=getattr(model, "backbone", None), model_params=model.get_params(),
+            model=model.name, backbone=model.backbone, model_params=model.get_params(),
             model_file=model_file, data=data_description, layout=layout, image_size=_image_size(model.transform),
             memory_format=_memory_format(extractor), params=sizes.parameter_count(model),
             param_bytes=sizes.parameter_bytes(model), batch_n=batch_size, repeats=repeats, warmup=warmup,

@@ -254,7 +254,7 @@ def _run_info(model, data, layout: str, layout_options: dict[str, Any] | None) -
 
     return {
         "model": model.name,
-        "backbone": getattr(model, "backbone", None),
+        "backbone": model.backbone,
         "params": model.get_params(),
         **_threshold_facts(model),
         "data": None if data is None else str(Path(data).resolve()),
