@@ -48,3 +48,13 @@ def test_every_command_takes_threads_and_applies_it(mvtec_folder, tmp_path):
         assert torch.get_num_threads() == faiss.omp_get_max_threads() == 1
     finally:
         set_threads(before)
+
+
+def test_idle_threads_sleep_unless_the_user_chose_otherwise():
+    code = "import os, vadkit, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**env, "OMP_WAIT_POLICY": "ACTIVE"}).stdout
+    assert out.strip() == "ACTIVE"

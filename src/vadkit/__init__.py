@@ -11,8 +11,12 @@ The top-level names are imported lazily, so ``import vadkit`` (and ``vadkit --he
 from __future__ import annotations
 
 from vadkit._lazy import lazy_attributes
+from vadkit.threads import sleep_when_idle
 
 __version__ = "0.1.0"
+
+# Before torch or faiss start their OpenMP runtimes: idle threads sleep instead of spinning (vadkit.threads)
+sleep_when_idle()
 
 _LAZY = {
     "create_model": "vadkit.models",

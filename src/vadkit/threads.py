@@ -8,6 +8,13 @@ other at every parallel region then slow down many-fold on a busy machine (vadki
 
 Setting it early is what makes it hold everywhere: before torch or faiss is imported, ``OMP_NUM_THREADS``
 is what their runtimes read when they start; once imported, their own setters are called too.
+
+Waiting threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``, set by ``import vadkit`` unless the
+user set it): by default an OpenMP thread that finishes its part keeps a core busy for a while, waiting for
+the next parallel region. With two runtimes taking turns (torch's backbone, then faiss' search) and other
+processes on the machine, those spinning threads starve the ones with work. Measured on this project's
+2-core machine under a load of 5 (BENCHMARKS.md, "One thread policy"): PatchCore predict 46 -> 8 ms per
+image, a bare MobileNetV2 forward 84-93 -> 25-55 ms per image, with 2 threads.
 """
 
 from __future__ import annotations
@@ -16,6 +23,15 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+
+#: what :func:`sleep_when_idle` sets when the user has not chosen
+WAIT_POLICY = "PASSIVE"
+
+
+def sleep_when_idle() -> None:
+    """Make OpenMP threads sleep when they have no work (see the module docstring); a choice the user made in
+    ``OMP_WAIT_POLICY`` is kept. Takes effect for the runtimes loaded after it (torch, faiss)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
 
 
 def available_cpus() -> int:
