@@ -1,0 +1,139 @@
+"""STFPM, PaSTe and RD4AD on the shared datasets: accuracy against training budget, and every efficiency figure.
+
+    .venv/bin/python benchmarks/bench_trained.py [--datasets battery_weld magnetic_tile] [--methods stfpm paste rd4ad]
+        [--budgets 50 200 400] [--threads 2]
+
+One process per (dataset, method), so that its peak RSS is its own. In it the model is trained to the first
+budget (``max_steps``), evaluated, then trained on to the next budget by resuming its checkpoint (the loop
+resumes bit-exactly, so each stage equals a training run with that budget from scratch) and evaluated again.
+The split is what ``vadkit train`` uses: a tenth of the training normals held out for validation.
+
+Per stage: image AUROC, pixel AUROC, AU-PRO, pixel F1-max (vadkit's metrics), the training seconds of the
+whole budget, the training seconds per image and step, predict ms per image (batch 8, after a warm-up),
+trainable and total parameters, MACs per image of the inference module (torch's counter), peak RSS.
+
+The floor of a distillation step (the issue's speed target): one teacher forward plus one student forward,
+backward and optimiser step on a preloaded batch, timed in the same process right after training, with the
+method's own networks (its loss included: a sum of squared differences, negligible). ``fit / floor`` is the
+measured training time per image over that floor.
+
+Writes ``benchmarks/results/trained/<dataset>_<method>.json`` and prints one row per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_seeds import DATASETS  # noqa: E402 - the shared datasets, located once
+
+OUT = HERE / "results" / "trained"
+
+
+def step_floor(model, images, repeats: int = 6) -> float:
+    """Seconds per image of the bare distillation step on a preloaded batch (see the module docstring)."""
+    import torch
+
+    optimizer, _ = model.configure_optimizer(None)
+    model.train_mode(True)
+    times = []
+    for i in range(repeats + 2):
+        start = time.perf_counter()
+        loss = model.training_step(images)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i >= 2:  # warm-up: allocator, oneDNN primitives
+            times.append(time.perf_counter() - start)
+    model.train_mode(False)
+    del torch
+    return float(np.median(times)) / len(images)
+
+
+def run(dataset: str, method: str, budgets: list[int], threads: int) -> list[dict]:
+    import torch
+
+    import vadkit
+    from vadkit.data import ImageDataset, load_split, with_validation
+    from vadkit.metrics import compute_metrics
+    from vadkit.profiling.flops import count_macs
+    from vadkit.threads import set_threads
+
+    set_threads(threads)
+    layout, root = DATASETS[dataset]
+    split = with_validation(load_split(layout, root), val_ratio=0.1)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = Path(folder) / "training.ckpt"
+        seconds = 0.0
+        for budget in budgets:
+            model = vadkit.create_model(method, max_steps=budget)
+            train, val = ImageDataset(split.train, model.transform), ImageDataset(split.val, model.transform)
+            model.extractor  # weights loaded outside the timed fit
+            start = time.perf_counter()
+            model.fit(train, val=val, checkpoint=checkpoint, resume=True, progress=False)
+            seconds += time.perf_counter() - start
+            test = ImageDataset(split.test, model.transform)
+            batch = torch.stack([test[i]["image"] for i in range(min(8, len(test)))])
+            model.predict(batch)  # warm-up
+            start = time.perf_counter()
+            prediction = model.predict(test, batch_size=8, progress=False)
+            predict_ms = 1000 * (time.perf_counter() - start) / len(test)
+            masks = test.masks_array() if test.has_masks else None
+            values = compute_metrics(test.labels, prediction.scores, masks, prediction.maps).values
+            steps = model.history_[-1]["step"]
+            per_image = seconds / (steps * model.batch_size)
+            floor = step_floor(model, torch.stack([train[i]["image"] for i in range(model.batch_size)]))
+            module = model.inference_module()
+            rows.append({
+                "dataset": dataset, "method": method, "budget_steps": budget, "steps": steps,
+                "epochs": model.history_[-1]["epoch"], "batch_size": model.batch_size, "n_train": len(train),
+                "n_val": len(val), "n_test": len(test),
+                **{key: values.get(key) for key in ("image_auroc", "pixel_auroc", "pixel_aupro", "pixel_f1_max")},
+                "fit_seconds": seconds, "fit_ms_per_image": 1000 * per_image, "floor_ms_per_image": 1000 * floor,
+                "fit_over_floor": per_image / floor, "predict_ms_per_image": predict_ms,
+                "trainable_params": sum(p.numel() for p in model.trainable_parameters()),
+                "params": sum(p.numel() for p in module.parameters()),
+                "macs": count_macs(module, batch[:1]),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "threads": threads, "load_average": os.getloadavg()[0], "torch": torch.__version__,
+            })
+            print(json.dumps({k: rows[-1][k] for k in ("dataset", "method", "steps", "image_auroc", "pixel_aupro",
+                                                        "fit_seconds", "fit_over_floor")}), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["battery_weld", "magnetic_tile"], choices=list(DATASETS))
+    parser.add_argument("--methods", nargs="+", default=["stfpm", "paste", "rd4ad"])
+    parser.add_argument("--budgets", nargs="+", type=int, default=[50, 200, 400])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--one", nargs=2, metavar=("DATASET", "METHOD"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    if args.one:
+        rows = run(args.one[0], args.one[1], sorted(args.budgets), args.threads)
+        (OUT / f"{args.one[0]}_{args.one[1]}.json").write_text(json.dumps(rows, indent=1))
+        return
+    for dataset in args.datasets:
+        for method in args.methods:
+            if (OUT / f"{dataset}_{method}.json").exists():
+                continue
+            subprocess.run([sys.executable, __file__, "--one", dataset, method, "--threads", str(args.threads),
+                            "--budgets", *map(str, args.budgets)], check=True)
+
+
+if __name__ == "__main__":
+    main()
