@@ -61,7 +61,7 @@ def step_floor(model, images, repeats: int = 6) -> float:
     return float(np.median(times)) / len(images)
 
 
-def run(dataset: str, method: str, budgets: list[int], threads: int) -> list[dict]:
+def run(dataset: str, method: str, budgets: list[int], threads: int, params: dict | None = None) -> list[dict]:
     import torch
 
     import vadkit
@@ -78,7 +78,7 @@ def run(dataset: str, method: str, budgets: list[int], threads: int) -> list[dic
         checkpoint = Path(folder) / "training.ckpt"
         seconds = 0.0
         for budget in budgets:
-            model = vadkit.create_model(method, max_steps=budget)
+            model = vadkit.create_model(method, **{**(params or {}), "max_steps": budget})
             train, val = ImageDataset(split.train, model.transform), ImageDataset(split.val, model.transform)
             model.extractor  # weights loaded outside the timed fit
             start = time.perf_counter()
@@ -97,7 +97,7 @@ def run(dataset: str, method: str, budgets: list[int], threads: int) -> list[dic
             floor = step_floor(model, torch.stack([train[i]["image"] for i in range(model.batch_size)]))
             module = model.inference_module()
             rows.append({
-                "dataset": dataset, "method": method, "budget_steps": budget, "steps": steps,
+                "dataset": dataset, "method": method, "params": params or {}, "budget_steps": budget, "steps": steps,
                 "epochs": model.history_[-1]["epoch"], "batch_size": model.batch_size, "n_train": len(train),
                 "n_val": len(val), "n_test": len(test),
                 **{key: values.get(key) for key in ("image_auroc", "pixel_auroc", "pixel_aupro", "pixel_f1_max")},
@@ -120,19 +120,33 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["stfpm", "paste", "rd4ad"])
     parser.add_argument("--budgets", nargs="+", type=int, default=[50, 200, 400])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a model parameter for every method (a number or a word); the results file is "
+                             "named after it, e.g. <dataset>_<method>_lr=6.4.json")
     parser.add_argument("--one", nargs=2, metavar=("DATASET", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    params = dict(_parse(item) for item in args.param)
+    suffix = "".join(f"_{item}" for item in args.param)
     OUT.mkdir(parents=True, exist_ok=True)
     if args.one:
-        rows = run(args.one[0], args.one[1], sorted(args.budgets), args.threads)
-        (OUT / f"{args.one[0]}_{args.one[1]}.json").write_text(json.dumps(rows, indent=1))
+        rows = run(args.one[0], args.one[1], sorted(args.budgets), args.threads, params)
+        (OUT / f"{args.one[0]}_{args.one[1]}{suffix}.json").write_text(json.dumps(rows, indent=1))
         return
     for dataset in args.datasets:
         for method in args.methods:
-            if (OUT / f"{dataset}_{method}.json").exists():
+            if (OUT / f"{dataset}_{method}{suffix}.json").exists():
                 continue
             subprocess.run([sys.executable, __file__, "--one", dataset, method, "--threads", str(args.threads),
-                            "--budgets", *map(str, args.budgets)], check=True)
+                            "--budgets", *map(str, args.budgets), *[f"--param={item}" for item in args.param]],
+                           check=True)
+
+
+def _parse(item: str) -> tuple[str, object]:
+    key, _, value = item.partition("=")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 if __name__ == "__main__":

@@ -130,6 +130,28 @@ def main() -> None:
             print(f"| {row['dataset']} | {row['config']} | {key} | {cell(entry, 'vadkit')} | {cell(entry, 'anomalib')} "
                   f"| {interval} | {delong} |")
 
+    print_spread()
+
+
+def print_spread() -> None:
+    """vadkit's PatchCore over seeds with either coreset start: the spread before and after issue 11."""
+    print("\n| dataset | coreset | start | seeds | image AUROC mean ± sd | min – max | pixel AUROC mean ± sd |")
+    print("|---|---|---|---|---|---|---|")
+    for dataset in ("battery_weld", "magnetic_tile", "mvtec_bottle"):
+        for ratio in ("0.01", "0.1"):
+            for start in ("random", "mean"):
+                files = sorted((RESULTS / "vadkit_seeds").glob(f"{dataset}_patchcore_{ratio}_{start}_seed*.json"))
+                if not files:
+                    continue
+                runs = [json.loads(f.read_text()) for f in files]
+                image = np.array([r["image_auroc"] for r in runs])
+                pixel = np.array([r.get("pixel_auroc", float("nan")) for r in runs])
+                sd = image.std(ddof=1) if len(image) > 1 else 0.0
+                pixel_cell = "—" if np.isnan(pixel).all() else \
+                    f"{pixel.mean():.4f} ± {(pixel.std(ddof=1) if len(pixel) > 1 else 0.0):.4f}"
+                print(f"| {dataset} | {float(ratio):.0%} | {start} | {len(runs)} | {image.mean():.4f} ± {sd:.4f} "
+                      f"| {image.min():.4f} – {image.max():.4f} | {pixel_cell} |")
+
 
 if __name__ == "__main__":
     main()

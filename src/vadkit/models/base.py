@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from vadkit.data import ImageDataset, Sample, Transform
+from vadkit.data.prefetch import prefetched
 from vadkit.errors import ParameterError, VadkitError
 
 #: Quantile of normal validation scores used as the threshold when the validation set has no anomalies.
@@ -175,7 +176,7 @@ class AnomalyModel(ABC):
             yield from data.split(batch_size or self.default_batch_size)
             return
         loader = torch.utils.data.DataLoader(self.as_dataset(data), batch_size=batch_size or self.default_batch_size)
-        for batch in loader:
+        for batch in prefetched(loader):  # the next batch is decoded while this one is computed
             yield batch["image"]
 
     def _check_input_size(self, images: torch.Tensor) -> None:
