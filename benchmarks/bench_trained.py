@@ -97,7 +97,7 @@ def run(dataset: str, method: str, budgets: list[int], threads: int, params: dic
             floor = step_floor(model, torch.stack([train[i]["image"] for i in range(model.batch_size)]))
             module = model.inference_module()
             rows.append({
-                "dataset": dataset, "method": method, "params": params or {}, "budget_steps": budget, "steps": steps,
+                "dataset": dataset, "method": method, "settings": params or {}, "budget_steps": budget, "steps": steps,
                 "epochs": model.history_[-1]["epoch"], "batch_size": model.batch_size, "n_train": len(train),
                 "n_val": len(val), "n_test": len(test),
                 **{key: values.get(key) for key in ("image_auroc", "pixel_auroc", "pixel_aupro", "pixel_f1_max")},
