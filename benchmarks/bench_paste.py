@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "paste_claims.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -109,8 +110,8 @@ def main() -> None:
     for row in rows[1:]:
         for key in ("train_ms_per_image", "train_delta_rss_mb", "latency_ms_b1", "latency_ms_b8", "macs"):
             row[f"{key}_vs_stfpm"] = row[key] / base[key] - 1 if base[key] else None
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "paste_claims.json").write_text(json.dumps(rows, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -52,12 +52,13 @@ def floor_seconds(dataset: str, batch_size: int = 8) -> tuple[float, int]:
     return time.perf_counter() - start, len(images)
 
 
-def command_seconds(dataset: str, threads: int) -> tuple[float, dict]:
+def command_seconds(dataset: str, threads: int, params: list[str]) -> tuple[float, dict]:
     layout, root = DATASETS[dataset]
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         subprocess.run([str(VADKIT), "train", "--data", str(root), "--layout", layout, "--out", out, "--quiet",
-                        "--threads", str(threads)], check=True, capture_output=True)
+                        "--threads", str(threads), *[f"--param={item}" for item in params]],
+                       check=True, capture_output=True)
         seconds = time.perf_counter() - start
         metrics = json.loads((Path(out) / "metrics.json").read_text())
     return seconds, {key: metrics[key] for key in ("fit_seconds", "predict_ms_per_image", "n_train", "n_val",
@@ -69,6 +70,9 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["mvtec_bottle", "magnetic_tile"], choices=list(DATASETS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed to vadkit train (e.g. coreset_ratio=0.01)")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "train_command.json")
     args = parser.parse_args()
     import os
 
@@ -81,16 +85,17 @@ def main() -> None:
         for _ in range(args.rounds):
             seconds, n_images = floor_seconds(dataset)
             floors.append(seconds)
-            seconds, facts = command_seconds(dataset, args.threads)
+            seconds, facts = command_seconds(dataset, args.threads, args.param)
             commands.append(seconds)
         row = {"dataset": dataset, "images": n_images, "floor_s": floors, "command_s": commands,
                "floor_median_s": statistics.median(floors), "command_median_s": statistics.median(commands),
                "ratio": statistics.median(commands) / statistics.median(floors), "threads": args.threads,
+               "params": args.param,
                "load_average": os.getloadavg()[0], **facts}
         results.append(row)
         print(json.dumps(row), flush=True)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "train_command.json").write_text(json.dumps(results, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
