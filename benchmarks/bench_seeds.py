@@ -12,7 +12,10 @@ and the anomalib reference runs into the tables of BENCHMARKS.md.
 
 Configs: PatchCore (mobilenet_v2, 256 px, the paper's layers and b = 9) at coreset 1% and 10%, with the
 coreset's first centre drawn at random (``coreset_start="random"``, seeded: vadkit before issue 11 and
-anomalib) or the patch nearest the mean (``"mean"``); PaDiM (100 random channels of 152, seeded).
+anomalib) or the patch nearest the mean (``"mean"``); PaDiM (100 random channels of 152, seeded). mobilenet_v2's
+taps make 128 channels, no wider than the coreset's projection, so its selection is not projected and the mean
+start makes it seed-free; the ``lite0`` configs (EfficientNet-Lite0, 152 channels) measure what the seeded
+projection alone still moves.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ CONFIGS = {
     "patchcore_0.1_random": ("patchcore", {"coreset_ratio": 0.1, "coreset_start": "random"}),
     "patchcore_0.1_mean": ("patchcore", {"coreset_ratio": 0.1, "coreset_start": "mean"}),
     "padim": ("padim", {}),
+    # EfficientNet-Lite0's default taps are 40 + 112 = 152 channels, wider than the 128 of the projection:
+    # the coreset is selected on a seeded random projection, so the seed moves the bank even from the mean
+    "patchcore_lite0_0.01_random": ("patchcore", {"backbone": "efficientnet_lite0", "coreset_ratio": 0.01,
+                                                  "coreset_start": "random"}),
+    "patchcore_lite0_0.01_mean": ("patchcore", {"backbone": "efficientnet_lite0", "coreset_ratio": 0.01,
+                                                "coreset_start": "mean"}),
 }
 OUT = Path(__file__).resolve().parent / "results" / "vadkit_seeds"
 
@@ -54,7 +63,7 @@ def run_one(dataset: str, config: str, seed: int) -> dict:
 
     layout, root = DATASETS[dataset]
     name, params = CONFIGS[config]
-    model = create_model(name, backbone="mobilenet_v2", image_size=256, seed=seed, **params)
+    model = create_model(name, **{"backbone": "mobilenet_v2", "image_size": 256, "seed": seed, **params})
     split = load_split(layout, root)
     train, test = ImageDataset(split.train, model.transform), ImageDataset(split.test, model.transform)
     model.extractor  # weights loaded before the timed fit

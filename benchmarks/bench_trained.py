@@ -123,10 +123,11 @@ def main() -> None:
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="a model parameter for every method (a number or a word); the results file is "
                              "named after it, e.g. <dataset>_<method>_lr=6.4.json")
+    parser.add_argument("--tag", default="", help="a suffix for the results files (runs of other budgets)")
     parser.add_argument("--one", nargs=2, metavar=("DATASET", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     params = dict(_parse(item) for item in args.param)
-    suffix = "".join(f"_{item}" for item in args.param)
+    suffix = "".join(f"_{item}" for item in args.param) + (f"_{args.tag}" if args.tag else "")
     OUT.mkdir(parents=True, exist_ok=True)
     if args.one:
         rows = run(args.one[0], args.one[1], sorted(args.budgets), args.threads, params)
@@ -137,7 +138,8 @@ def main() -> None:
             if (OUT / f"{dataset}_{method}{suffix}.json").exists():
                 continue
             subprocess.run([sys.executable, __file__, "--one", dataset, method, "--threads", str(args.threads),
-                            "--budgets", *map(str, args.budgets), *[f"--param={item}" for item in args.param]],
+                            "--budgets", *map(str, args.budgets), *[f"--param={item}" for item in args.param],
+                            *(["--tag", args.tag] if args.tag else [])],
                            check=True)
 
 

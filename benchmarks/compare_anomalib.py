@@ -14,6 +14,7 @@ scores and maps, so both libraries are scored by the same code.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 from pathlib import Path
@@ -135,22 +136,21 @@ def main() -> None:
 
 def print_spread() -> None:
     """vadkit's PatchCore over seeds with either coreset start: the spread before and after issue 11."""
-    print("\n| dataset | coreset | start | seeds | image AUROC mean ± sd | min – max | pixel AUROC mean ± sd |")
-    print("|---|---|---|---|---|---|---|")
-    for dataset in ("battery_weld", "magnetic_tile", "mvtec_bottle"):
-        for ratio in ("0.01", "0.1"):
-            for start in ("random", "mean"):
-                files = sorted((RESULTS / "vadkit_seeds").glob(f"{dataset}_patchcore_{ratio}_{start}_seed*.json"))
-                if not files:
-                    continue
-                runs = [json.loads(f.read_text()) for f in files]
-                image = np.array([r["image_auroc"] for r in runs])
-                pixel = np.array([r.get("pixel_auroc", float("nan")) for r in runs])
-                sd = image.std(ddof=1) if len(image) > 1 else 0.0
-                pixel_cell = "—" if np.isnan(pixel).all() else \
-                    f"{pixel.mean():.4f} ± {(pixel.std(ddof=1) if len(pixel) > 1 else 0.0):.4f}"
-                print(f"| {dataset} | {float(ratio):.0%} | {start} | {len(runs)} | {image.mean():.4f} ± {sd:.4f} "
-                      f"| {image.min():.4f} – {image.max():.4f} | {pixel_cell} |")
+    print("\n| dataset | backbone | coreset | start | seeds | image AUROC mean ± sd | min – max | pixel AUROC mean ± sd |")
+    print("|---|---|---|---|---|---|---|---|")
+    datasets = ("battery_weld", "magnetic_tile", "mvtec_bottle")
+    backbones = (("mobilenet_v2", ""), ("efficientnet_lite0", "lite0_"))  # (name, tag in bench_seeds' configs)
+    for dataset, (backbone, tag), ratio, start in itertools.product(datasets, backbones, ("0.01", "0.1"),
+                                                                    ("random", "mean")):
+        files = sorted((RESULTS / "vadkit_seeds").glob(f"{dataset}_patchcore_{tag}{ratio}_{start}_seed*.json"))
+        if len(files) < 2:  # a spread needs seeds
+            continue
+        runs = [json.loads(f.read_text()) for f in files]
+        image = np.array([r["image_auroc"] for r in runs])
+        pixel = np.array([r.get("pixel_auroc", float("nan")) for r in runs])
+        pixel_cell = "—" if np.isnan(pixel).all() else f"{pixel.mean():.4f} ± {pixel.std(ddof=1):.4f}"
+        print(f"| {dataset} | {backbone} | {float(ratio):.0%} | {start} | {len(runs)} | "
+              f"{image.mean():.4f} ± {image.std(ddof=1):.4f} | {image.min():.4f} – {image.max():.4f} | {pixel_cell} |")
 
 
 if __name__ == "__main__":
