@@ -124,8 +124,12 @@ def main() -> None:
                         help="a model parameter for every method (a number or a word); the results file is "
                              "named after it, e.g. <dataset>_<method>_lr=6.4.json")
     parser.add_argument("--tag", default="", help="a suffix for the results files (runs of other budgets)")
+    parser.add_argument("--table", action="store_true", help="print the Markdown table of every saved result")
     parser.add_argument("--one", nargs=2, metavar=("DATASET", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.table:
+        print_table()
+        return
     params = dict(_parse(item) for item in args.param)
     suffix = "".join(f"_{item}" for item in args.param) + (f"_{args.tag}" if args.tag else "")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -141,6 +145,21 @@ def main() -> None:
                             "--budgets", *map(str, args.budgets), *[f"--param={item}" for item in args.param],
                             *(["--tag", args.tag] if args.tag else [])],
                            check=True)
+
+
+def print_table() -> None:
+    """Every saved row as BENCHMARKS.md's table, by dataset, method, settings and budget."""
+    rows = [row for path in sorted(OUT.glob("*.json")) for row in json.loads(path.read_text())]
+    rows.sort(key=lambda r: (r["dataset"], r["method"], json.dumps(r.get("settings") or {}), r["steps"]))
+    print("| dataset | method | settings | steps (epochs) | image AUROC | pixel AUROC | AU-PRO | pixel F1-max | "
+          "fit s | fit / floor | peak RSS MB | predict ms/img | MACs | trainable / total params |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        settings = ", ".join(f"{k}={v}" for k, v in (r.get("settings") or {}).items()) or "defaults"
+        print(f"| {r['dataset']} | {r['method']} | {settings} | {r['steps']} ({r['epochs']}) | {r['image_auroc']:.3f} "
+              f"| {r['pixel_auroc']:.3f} | {r['pixel_aupro']:.3f} | {r['pixel_f1_max']:.3f} | {r['fit_seconds']:.0f} "
+              f"| {r['fit_over_floor']:.2f} | {r['peak_rss_mb']:,.0f} | {r['predict_ms_per_image']:.1f} "
+              f"| {r['macs'] / 1e6:.0f} M | {r['trainable_params'] / 1e3:.0f} k / {r['params'] / 1e3:.0f} k |")
 
 
 def _parse(item: str) -> tuple[str, object]:

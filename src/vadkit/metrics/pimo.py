@@ -51,9 +51,8 @@ integrated over ``[F_L', F_U']`` and divided by ``log(U / L)`` to 2e-16: ``tests
 a count of normal pixels over ``n``, so it misses ``L`` by up to ``1 / (2 n)``, relatively ``1 / (2 L n)``; the
 reference's integral then covers ``log(F_U' / F_L')`` instead of ``log(U / L)`` (a perfect map scores
 ``log(F_U' / F_L') / log(U / L)``, clipped to 1) and a per-image value moves by up to about
-``T_i(L) / (2 L n log(U / L))``. Measured on generated maps (normal images of 256 x 256 of Gaussian noise, 10
-anomalous images, 8 seeds, default bounds), largest |reference - exact|: 4 normal images 4.6e-2 per image (2.4e-2 on
-the mean), 10: 2.0e-2 (1.1e-2), 20: 2.5e-3 (1.3e-3), 40: 2.7e-3 (1.3e-3), 100: 2.6e-3 (1.4e-3). It is
+``T_i(L) / (2 L n log(U / L))`` (measured by number of normal images: BENCHMARKS.md, "AUPIMO as published",
+``benchmarks/bench_aupimo_methods.py``; a few 1e-2 with 4 to 10 normal images, a few 1e-3 from 20 on). It is
 not "the same in the limit": it depends on where ``L * n`` falls between two integers, not only on ``n``. Report
 ``"reference"`` to compare with papers; ``"exact"`` when comparing runs on test sets of different sizes matters more.
 
