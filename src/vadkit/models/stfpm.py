@@ -23,7 +23,9 @@ Deviations, stated:
 * the paper's eq. 1 has a factor 1/2 in the loss that the authors' code (whose learning rate of 0.4 goes with
   it) does not: the loss here is the code's; the 1/2 would only halve the effective learning rate.
   anomalib sums over the batch instead of averaging, i.e. a gradient ``batch_size / 2`` times larger at the
-  same learning rate;
+  same learning rate (and uses weight decay 1e-3): ``lr=6.4, weight_decay=6.25e-5`` takes anomalib's steps
+  at batch 32, which localises better on some sets and worse on others (BENCHMARKS.md, "STFPM beside
+  anomalib");
 * the budget: ``epochs=100`` is the paper's; the default here stops at ``max_steps`` (see the class docstring)
   so that a fit takes minutes on a 2-core CPU; BENCHMARKS.md shows how accuracy moves with the budget;
 * validation: every epoch on the validation normals given to ``fit(val=...)``; the weights with the lowest
