@@ -188,7 +188,8 @@ def main() -> None:
 @click.option("--calibrate-on-test", is_flag=True,
               help="Calibrate the thresholds on the test split (MVTec habit; thresholded figures become optimistic).")
 @click.option("--resume", is_flag=True,
-              help="Continue an interrupted training from OUT/training.ckpt (trained methods).")
+              help="Continue an interrupted training from OUT/training.ckpt (trained methods; a warning says so "
+                   "when there is none yet and training starts from the beginning).")
 @device_option
 @batch_option
 @skip_option

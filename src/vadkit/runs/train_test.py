@@ -194,9 +194,15 @@ def train(*, data: str | Path | None, layout: str, model_name: str, params: dict
     start = time.perf_counter()
     model.to(device)
     if isinstance(model, TrainedModel):
+        if resume and not (out / CHECKPOINT_FILE).is_file():
+            warnings.warn(f"resume: there is no checkpoint {out / CHECKPOINT_FILE} yet, so training starts from "
+                          f"the beginning (it is written as training goes)", stacklevel=2)
         model.fit(sets.train, val=sets.val, batch_size=batch_size, progress=progress,
                   checkpoint=out / CHECKPOINT_FILE, resume=resume)
     else:
+        if resume:
+            warnings.warn(f"resume applies to trained methods; {model_name} fits in one pass, so there is nothing "
+                          f"to resume: fitting from the start", stacklevel=2)
         model.fit(sets.train, batch_size=batch_size, progress=progress)
     fit_seconds = time.perf_counter() - start
     if sets.val is not None:
