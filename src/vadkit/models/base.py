@@ -198,6 +198,14 @@ class AnomalyModel(ABC):
         checkpoint), a one-pass method does not need them. ``batch_size``: images per batch of the passes
         over the data (a trained method's training batch is its ``batch_size`` parameter).
         """
+        dataset, _ = self._begin_fit(data, val)  # a one-pass method has no use for validation images
+        self._fit_dataset(dataset, batch_size=batch_size, progress=progress)
+        self.fitted = True
+        return self
+
+    def _begin_fit(self, data: Images, val: Images | None):
+        """What every fit does before it learns (the trained methods' ``fit`` too): the training and
+        validation images as datasets, an empty training set refused, a previous fit's state cleared."""
         dataset = data if isinstance(data, torch.Tensor) else self.as_dataset(data)
         if len(dataset) == 0:
             raise VadkitError("fit needs at least one training image")
@@ -207,16 +215,13 @@ class AnomalyModel(ABC):
         for key in CALIBRATION_KEYS:
             setattr(self, key, None)
         self._prepare_fit()
-        self._fit_dataset(dataset, val, batch_size=batch_size, progress=progress)
-        self.fitted = True
-        return self
+        return dataset, val
 
     def _prepare_fit(self) -> None:
         """Called by :meth:`fit` before any image is seen (e.g. to record the backbone's weights)."""
 
-    def _fit_dataset(self, dataset, val, *, batch_size: int | None, progress: bool | None) -> None:
-        """One pass over the training images, batch by batch, into :meth:`_fit` (a trained method's loop
-        replaces this)."""
+    def _fit_dataset(self, dataset, *, batch_size: int | None, progress: bool | None) -> None:
+        """One pass over the training images, batch by batch, into :meth:`_fit`."""
         from vadkit.progress import track
 
         batches = track(self._sized(self._batches(dataset, batch_size)), f"{self.name}: extracting training features",
@@ -225,7 +230,7 @@ class AnomalyModel(ABC):
 
     def _fit(self, batches: Iterator[torch.Tensor], n_images: int, progress: bool | None) -> None:
         """Learn from one pass of batches of normalised images (B, 3, H, W) (one-pass methods)."""
-        raise NotImplementedError(f"{type(self).__name__} implements neither _fit nor _fit_dataset")
+        raise NotImplementedError(f"{type(self).__name__} implements neither _fit nor its own fit")
 
     # -- device ----------------------------------------------------------------------------------
     def to(self, device: str | torch.device) -> AnomalyModel:

@@ -110,17 +110,12 @@ class TrainedModel(AnomalyModel):
         as an uninterrupted run. ``batch_size`` is that of the validation passes (training uses the
         ``batch_size`` parameter).
         """
-        self._checkpoint, self._resume = checkpoint, resume
-        try:
-            return super().fit(data, val=val, batch_size=batch_size, progress=progress)
-        finally:
-            self._checkpoint, self._resume = None, False
-
-    def _fit_dataset(self, dataset, val, *, batch_size: int | None, progress: bool | None) -> None:
         from vadkit.models.training import train
 
-        train(self, dataset, val, progress=progress, checkpoint=getattr(self, "_checkpoint", None),
-              resume=getattr(self, "_resume", False), eval_batch_size=batch_size)
+        dataset, val = self._begin_fit(data, val)
+        train(self, dataset, val, progress=progress, checkpoint=checkpoint, resume=resume, eval_batch_size=batch_size)
+        self.fitted = True
+        return self
 
     def _move_to(self, device: torch.device) -> None:
         super()._move_to(device)

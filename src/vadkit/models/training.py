@@ -132,11 +132,10 @@ def train(model, dataset, val, *, progress: bool | None = None, checkpoint: str 
                 break
             order = _epoch_order(n, model.seed, state.epoch)[:per_epoch * batch_size]
             remaining = order[state.position * batch_size:]
-            for batch in _loader(dataset, remaining, batch_size, model.num_workers):
-                images = _images(batch).to(model.device)
-                if model.input_size_ is None:
-                    model.input_size_ = list(images.shape[-2:])
-                model._check_input_size(images)
+            # _sized: the input size recorded from the first batch and held, each batch on the model's device
+            batches = model._sized(_images(batch) for batch in _loader(dataset, remaining, batch_size,
+                                                                       model.num_workers))
+            for images in batches:
                 model.train_mode(True)
                 loss = model.training_step(images)
                 if not torch.isfinite(loss):
