@@ -160,3 +160,15 @@ def predict(model, test_samples) -> tuple[np.ndarray, np.ndarray, float]:
             maps.append(out.anomaly_map.reshape(len(batch), IMAGE_SIZE, IMAGE_SIZE).float().numpy())
     seconds = time.perf_counter() - start
     return np.concatenate(scores), np.concatenate(maps), seconds
+
+
+def write_record(out: Path, name: str, record: dict, pixel_keys: tuple[str, ...], tail: str) -> None:
+    """Write a run's JSON to ``out/<name>.json`` and print its one-line summary: image AUROC, the pixel
+    metrics in ``pixel_keys`` (when the run has masks), then ``tail``."""
+    import json
+
+    (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    metrics = record["metrics"]
+    labels = {"pixel_auroc": "pixel AUROC", "pixel_aupro": "AU-PRO", "pixel_f1_max": "F1-max"}
+    pixel = "".join(f", {labels[key]} {metrics[key]:.4f}" for key in pixel_keys) if "pixel_auroc" in metrics else ""
+    print(f"{name}: image AUROC {metrics['image_auroc']:.4f}{pixel}; {tail}")

@@ -16,7 +16,6 @@ this run alone (the grid driver starts one process per run).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -102,12 +101,9 @@ def main() -> None:
         "wall_seconds": round(time.time() - started, 1),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    (args.out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
-    m = record["metrics"]
-    print(f"{name}: image AUROC {m['image_auroc']:.4f}"
-          + (f", pixel AUROC {m['pixel_auroc']:.4f}, AU-PRO {m['pixel_aupro']:.4f}" if "pixel_auroc" in m else "")
-          + f"; fit {record['fit_seconds']:.1f} s, predict {record['predict_ms_per_image']:.1f} ms/img, "
-          f"peak RSS {record['peak_rss_mib']:.0f} MiB")
+    ref.write_record(args.out, name, record, ("pixel_auroc", "pixel_aupro"),
+                     f"fit {record['fit_seconds']:.1f} s, predict {record['predict_ms_per_image']:.1f} ms/img, "
+                     f"peak RSS {record['peak_rss_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -296,14 +296,10 @@ def main() -> None:
         "wall_seconds": round(time.time() - started, 1),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    (args.out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
-    m = record["metrics"]
-    print(f"{name}: image AUROC {m['image_auroc']:.4f}"
-          + (f", pixel AUROC {m['pixel_auroc']:.4f}, AU-PRO {m['pixel_aupro']:.4f}, F1-max {m['pixel_f1_max']:.4f}"
-             if "pixel_auroc" in m else "")
-          + f"; fit {record['fit_seconds']:.1f} s ({record['ms_per_image_step']:.1f} ms/image-step, floor "
-          f"{record['floor_ms_per_image']:.1f}), predict {record['predict_ms_per_image']:.1f} ms/img, "
-          f"peak RSS {record['peak_rss_mib']:.0f} MiB")
+    ref.write_record(args.out, name, record, ("pixel_auroc", "pixel_aupro", "pixel_f1_max"),
+                     f"fit {record['fit_seconds']:.1f} s ({record['ms_per_image_step']:.1f} ms/image-step, floor "
+                     f"{record['floor_ms_per_image']:.1f}), predict {record['predict_ms_per_image']:.1f} ms/img, "
+                     f"peak RSS {record['peak_rss_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":
