@@ -56,3 +56,38 @@ def shared_datasets() -> Path:
     import os
 
     return Path(os.environ.get("VADKIT_SHARED_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-default-apps"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium through playwright (Debian's chromium package; playwright never downloads a browser
+    here). Skips with the reason when either is missing."""
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).is_file():
+        pytest.skip("Chromium not found at /usr/bin/chromium: install Debian's chromium package "
+                    "(apt-get install chromium) to run the browser tests")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def open_watched(browser, page_file: Path, viewport=(1280, 900)):
+    """Open a local page in a new browser context, recording console errors, page errors and every request:
+    (context, page, problems, requests)."""
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    page = context.new_page()
+    problems, requests = [], []
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(Path(page_file).as_uri())
+    return context, page, problems, requests

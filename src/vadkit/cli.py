@@ -1,4 +1,4 @@
-"""The ``vadkit`` command line: train, test, predict, eval, compare, report, demo, profile.
+"""The ``vadkit`` command line: train, test, predict, eval, compare, report, demo, profile, bench.
 
 Heavy libraries (torch, faiss) are imported inside the commands, never at module level, so that
 ``vadkit --help`` answers instantly (a test checks that torch is not imported). Errors vadkit raises on
@@ -487,6 +487,72 @@ def profile_command(model_or_spec, data, layout, options, backbone, params, batc
             click.echo(json.dumps(figures))
         else:
             _print_profile(figures)
+
+    _run(action)
+
+
+@main.group()
+def bench() -> None:
+    """Benchmark grids: methods x backbones x datasets x seeds from a YAML config (schema: README)."""
+
+
+config_argument = click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
+
+
+@bench.command(name="plan")
+@config_argument
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="The study's folder: show which cells are already done there.")
+def bench_plan(config, out):
+    """Print the grid, one line per cell, with its state in OUT (done, failed, changed, partial, pending)."""
+
+    def action():
+        from vadkit.bench import load_config, plan_bench
+
+        loaded = load_config(config)
+        lines = plan_bench(loaded, out)
+        for cell, state in lines:
+            click.echo(f"{state:8s} {cell.id:48s} {cell.dataset.layout}:{cell.dataset.path or '(package)'} "
+                       f"{cell.method.name} {_param_text(cell.params)}")
+        states = [state for _, state in lines]
+        summary = ", ".join(f"{states.count(s)} {s}" for s in ("done", "failed", "changed", "partial", "pending")
+                            if states.count(s))
+        click.echo(f"{loaded.name}: {len(lines)} cells ({summary})" + ("" if out else "; --out DIR shows what is done"))
+
+    _run(action)
+
+
+def _param_text(params: dict) -> str:
+    from vadkit.profiling.profile import format_params
+
+    return format_params(params)
+
+
+@bench.command(name="run")
+@config_argument
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="The study's folder: cells/, results.csv, results.md, index.html. Rerun to finish what is missing.")
+@click.option("--executor", type=click.Choice(["local", "process", "ray"]), default="local", show_default=True,
+              help="local: one cell after another here; process: --workers processes; ray: a Ray cluster.")
+@click.option("--address", default=None,
+              help="Ray cluster address (auto or HOST:PORT); default: a private local Ray instance.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Cells at once (process: default 1; ray: default as many as the cluster schedules).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch/faiss threads per cell (default: the config's, else CPUs / workers; ray: 1).")
+@quiet_option
+def bench_run(config, out, executor, address, workers, threads, quiet):
+    """Run every cell of CONFIG not yet done in OUT, then write results.csv, results.md and index.html."""
+
+    def action():
+        from vadkit.bench import run_bench
+
+        result = run_bench(config, out, executor=executor, workers=workers, threads=threads, address=address,
+                           progress=False if quiet else None)
+        click.echo(f"{result.count('done')} done, {result.count('failed')} failed, {result.count('pending')} pending; "
+                   f"wrote {', '.join(str(path) for path in result.files.values())}")
+        if result.count("failed"):
+            sys.exit(1)
 
     _run(action)
 

@@ -3,37 +3,22 @@
 Needs playwright (Python package) and Debian's chromium; skipped with the reason otherwise.
 """
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import open_watched
 from vadkit.report.gallery import GalleryItem, gallery_panel
 from vadkit.report.html import write_report
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
+pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-default-apps"]
 # (name, label, predicted): 3 TP, 2 FP, 2 FN, 3 TN
 SPECS = [("img_03.png", 1, 1), ("img_10.png", 0, 1), ("img_01.png", 1, 0), ("img_07.png", 0, 0),
          ("img_02.png", 1, 1), ("img_09.png", 0, 0), ("img_05.png", 1, 0), ("img_04.png", 0, 1),
          ("img_08.png", 1, 1), ("img_06.png", 0, 0)]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.skip("Chromium not found at /usr/bin/chromium: install Debian's chromium package "
-                    "(apt-get install chromium) to run the report browser test")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def write_sample(folder: Path) -> Path:
@@ -62,13 +47,7 @@ def visible_scores(page) -> list[float]:
 
 def test_report_in_headless_chromium(browser, tmp_path):
     report = write_sample(tmp_path)
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    problems, requests = [], []
-    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.on("request", lambda request: requests.append(request.url))
-    page.goto(report.as_uri())
+    context, page, problems, requests = open_watched(browser, report)
 
     cards = page.locator("#gallery-grid .card")
     assert cards.count() == len(SPECS)

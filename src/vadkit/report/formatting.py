@@ -13,7 +13,7 @@ __all__ = ["format_value", "metric_label"]
 
 _ACRONYMS = {"auroc": "AUROC", "aupr": "AUPR", "aupro": "AU-PRO", "aupimo": "AUPIMO", "auspro": "AU-sPRO",
              "f1": "F1", "fpr": "FPR", "tpr": "TPR", "pro": "PRO", "ap": "AP", "iou": "IoU", "ms": "ms",
-             "gb": "GB", "mb": "MB", "tp": "TP", "fp": "FP", "tn": "TN", "fn": "FN"}
+             "gb": "GB", "mb": "MiB", "rss": "RSS", "macs": "MACs", "tp": "TP", "fp": "FP", "tn": "TN", "fn": "FN"}
 _KNOWN = {"vadkit": "vadkit"}  # keys that are not metrics and that the word rule would spell wrongly
 
 

@@ -39,7 +39,7 @@ from vadkit.report.formatting import format_value, metric_label
 from vadkit.report.gallery import GalleryItem
 from vadkit.visualize import COLORMAP_ANCHORS
 
-__all__ = ["GalleryItem", "render_report", "write_report"]
+__all__ = ["GalleryItem", "escape_html", "figures_grid", "render_page", "render_report", "section", "write_report"]
 
 # Summary entries that describe the run rather than measure it: shown with the run facts, not as metrics.
 _FACT_KEYS = frozenset({"threshold", "test images", "anomalous images", "normal images", "n_test", "n_train",
@@ -86,8 +86,6 @@ def render_report(*, title: str, summary: Mapping[str, object],
                   per_defect: Mapping[str, Mapping[str, float]], threshold_table: Sequence[Mapping[str, object]],
                   plots: Mapping[str, Path], gallery: Sequence[GalleryItem], notes: Sequence[str]) -> str:
     """The report as a string (see ``write_report``)."""
-    from vadkit import __version__
-
     intervals = dict(intervals or {})
     sections = [
         _summary_section(summary, intervals),
@@ -99,14 +97,23 @@ def render_report(*, title: str, summary: Mapping[str, object],
     ]
     nav = [("summary", "Summary"), *([("notes", "Notes")] if notes else []), ("thresholds", "Thresholds"),
            ("curves", "Curves"), ("per-defect", "Per defect"), ("gallery", f"Gallery ({len(gallery)})")]
+    return render_page(title=title, header=_header(title, summary), nav=nav, sections=sections, script=_SCRIPT)
+
+
+def render_page(*, title: str, header: str, nav: Sequence[tuple[str, str]], sections: Sequence[str],
+                script: str = "") -> str:
+    """The self-contained page every vadkit report uses (the module docstring's rules): ``header`` and
+    ``sections`` are HTML the caller escaped; ``nav`` is (anchor, text) pairs of the navigation bar."""
+    from vadkit import __version__
+
     return _PAGE.format(
         title=_e(title),
-        header=_header(title, summary),
+        header=header,
         nav="".join(f'<a href="#{anchor}">{_e(text)}</a>' for anchor, text in nav),
         sections="\n".join(sections),
         version=_e(__version__),
         css=_CSS,
-        script=_SCRIPT,
+        script=script,
     )
 
 
@@ -184,6 +191,11 @@ def _thresholds_section(rows: Sequence[Mapping[str, object]]) -> str:
 def _curves_section(plots: Mapping[str, Path]) -> str:
     if not plots:
         return _section("curves", "Curves", '<p class="muted">No curve was plotted.</p>')
+    return _section("curves", "Curves", figures_grid(plots))
+
+
+def figures_grid(plots: Mapping[str, Path]) -> str:
+    """Image files embedded as ``data:`` URIs in a grid of captioned figures (caption -> file, in order)."""
     figures = []
     for caption, file in plots.items():
         file = Path(file)
@@ -191,7 +203,7 @@ def _curves_section(plots: Mapping[str, Path]) -> str:
         mime = _MIME.get(file.suffix.lower(), "image/png")
         figures.append(f'<figure class="plot"><img src="{_data_uri(data, mime)}" alt="{_e(caption)}"'
                        f'{_size_attributes(data)} decoding="async"><figcaption>{_e(caption)}</figcaption></figure>')
-    return _section("curves", "Curves", f'<div class="plots">{"".join(figures)}</div>')
+    return f'<div class="plots">{"".join(figures)}</div>'
 
 
 def _per_defect_section(per_defect: Mapping[str, Mapping[str, float]]) -> str:
@@ -302,6 +314,11 @@ def _capitalise(text: str) -> str:
 
 def _data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+# for other pages built on render_page (the benchmark summary)
+escape_html = _e
+section = _section
 
 
 def _size_attributes(data: bytes) -> str:

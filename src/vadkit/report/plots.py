@@ -18,12 +18,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator
 from PIL import Image
 
 from vadkit.report.formatting import format_value, metric_label
 
-__all__ = ["DPI", "FIGSIZE", "plot_per_defect", "plot_pimo", "plot_pr", "plot_pro", "plot_roc",
-           "plot_score_histogram"]
+__all__ = ["DPI", "FIGSIZE", "pareto_front", "plot_pareto", "plot_per_defect", "plot_pimo", "plot_pr", "plot_pro",
+           "plot_roc", "plot_score_histogram"]
 
 FIGSIZE = (4.8, 3.6)  # inches
 DPI = 100
@@ -35,6 +36,10 @@ INK = "#1f2937"
 MUTED = "#6b7280"
 GRID = "#e5e7eb"
 SHADE = "#fde68a"
+# categorical colours and markers for scatter plots with several methods and backbones
+_PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#4b5563", "#65a30d",
+            "#92400e")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
 def plot_roc(fpr, tpr, auc: float, path, title: str = "Image ROC") -> Path:
@@ -179,6 +184,55 @@ def plot_per_defect(per_defect: dict[str, dict[str, float]], metric: str, path) 
     return _save(fig, path)
 
 
+def pareto_front(x, y) -> np.ndarray:
+    """Indices of the points no other point beats on both axes (lower ``x``, higher ``y``), by increasing ``x``:
+    for each, no point costs at most as much and scores strictly higher, or costs less and scores as much."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    order = np.lexsort((-y, x))  # by cost, the better score first among equal costs
+    front, best = [], -np.inf
+    for index in order:
+        if y[index] > best:
+            front.append(index)
+            best = y[index]
+    return np.asarray(front, dtype=int)
+
+
+def plot_pareto(points, x_name: str, y_name: str, path, title: str, log_x: bool = True) -> Path:
+    """Score against cost: one marker per point, the Pareto front as a step line.
+
+    ``points``: (label, colour group, marker group, x, y) tuples; points sharing a colour group (a method) share
+    a colour, those sharing a marker group (a backbone) a marker. Points with a missing x or y are left out.
+    """
+    kept = [p for p in points if p[3] is not None and p[4] is not None and math.isfinite(p[3])
+            and math.isfinite(p[4])]
+    fig, ax = _figure(title, x_name, y_name, size=(FIGSIZE[0] * 1.25, FIGSIZE[1] * 1.15), fit_labels=True)
+    colours = {group: _PALETTE[i % len(_PALETTE)] for i, group in enumerate(dict.fromkeys(p[1] for p in kept))}
+    markers = {group: _MARKERS[i % len(_MARKERS)] for i, group in enumerate(dict.fromkeys(p[2] for p in kept))}
+    if kept:
+        x = np.array([p[3] for p in kept], dtype=float)
+        y = np.array([p[4] for p in kept], dtype=float)
+        front = pareto_front(x, y)
+        ax.step(x[front], y[front], where="post", color=MUTED, lw=1.2, ls="--", zorder=1, label="Pareto front")
+        for label, colour_group, marker_group, px, py in kept:
+            ax.scatter([px], [py], s=46, color=colours[colour_group], marker=markers[marker_group], zorder=3,
+                       edgecolors="white", linewidths=0.6)
+        for index in front:
+            ax.annotate(kept[index][0], (x[index], y[index]), xytext=(4, 4), textcoords="offset points", fontsize=7,
+                        color=INK)
+        if log_x and np.all(x > 0) and x.max() / x.min() > 20:  # a log axis only where it separates the points
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _short(value)))
+        handles = [ax.scatter([], [], color=c, marker="o", s=36, label=str(g)) for g, c in colours.items()]
+        handles += [ax.scatter([], [], color=MUTED, marker=m, s=36, label=str(g)) for g, m in markers.items()]
+        _legend(ax, handles=handles + [ax.lines[0]], loc="best")
+    else:
+        ax.text(0.5, 0.5, "no finished cell has both figures", ha="center", va="center", color=MUTED,
+                transform=ax.transAxes)
+    return _save(fig, path)
+
+
 def _figure(title: str, xlabel: str | None, ylabel: str | None, size=FIGSIZE, fit_labels: bool = False):
     """A figure with one styled axes. Fixed margins (the curves' tick labels are short) unless ``fit_labels``:
     then constrained layout sizes the margins to the labels (per-defect names), at twice the drawing time."""
@@ -222,6 +276,14 @@ def _save(fig: Figure, path) -> Path:
     palette = Image.fromarray(pixels).quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
     palette.save(path, format="PNG", optimize=False, compress_level=6)
     return path
+
+
+def _short(value: float) -> str:
+    """Axis numbers without exponents: 2.5e7 -> '25M', 1200 -> '1.2k', 12.5 -> '12.5'."""
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:g}{suffix}"
+    return f"{value:g}"
 
 
 def _sci(value: float) -> str:
