@@ -162,3 +162,25 @@ def test_the_cli_trains_checkpoints_resumes_and_predicts_a_trained_method(mvtec_
     assert predicted.exit_code == 0, predicted.output
     bad = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "x"), "--device", "tpu9"])
     assert bad.exit_code == 2 and "unknown device" in bad.output
+
+
+def test_the_hooks_run_around_training_with_the_data_and_the_kept_weights(split, tmp_path):
+    calls = []
+
+    class Hooked(type(stfpm(max_steps=1))):
+        def before_training(self, dataset):
+            calls.append(("before", len(dataset), torch.is_grad_enabled(), self.student_.training))
+
+        def after_training(self, dataset, val):
+            calls.append(("after", len(dataset), len(val), weights(self)["body.features.0.0.weight"].clone()))
+
+    model = Hooked(**TINY, max_steps=6, validate_every=2)
+    model.fit(split.train, val=split.train[:4], progress=False, checkpoint=tmp_path / "ckpt")
+    assert [call[:4] for call in calls[:1]] == [("before", len(split.train), False, False)]
+    assert calls[1][:3] == ("after", len(split.train), 4)
+    # after_training sees the restored best weights, i.e. the ones prediction uses
+    torch.testing.assert_close(calls[1][3], weights(model)["body.features.0.0.weight"], rtol=0, atol=0)
+    calls.clear()
+    longer = Hooked(**TINY, max_steps=8, validate_every=2)
+    longer.fit(split.train, val=split.train[:4], progress=False, checkpoint=tmp_path / "ckpt", resume=True)
+    assert [call[0] for call in calls] == ["before", "after"]  # a resumed training prepares again

@@ -7,6 +7,8 @@ of PyOD's deep-model base and anomalib's split of torch model and orchestration 
   the ones it learns are attributes named in ``learned`` whose values are ``torch.nn.Module``;
 * :meth:`TrainedModel.training_step`: the loss of one batch of normalised training images;
 * :meth:`TrainedModel.configure_optimizer`: its optimiser (and scheduler) over :meth:`trainable_parameters`;
+* optionally :meth:`TrainedModel.before_training` / :meth:`TrainedModel.after_training`: a pass over the images
+  before the first step (statistics the loss needs) and after the last (statistics prediction needs);
 * ``_predict_batch`` and ``inference_module``, as every method.
 
 The shared loop (:func:`vadkit.models.training.train`) owns the rest: epochs and steps, seeded shuffling,
@@ -84,6 +86,15 @@ class TrainedModel(AnomalyModel):
     def validation_loss(self, images: torch.Tensor) -> torch.Tensor:
         """The loss on held-out normal images (default: the training loss, networks in eval mode)."""
         return self.training_step(images)
+
+    def before_training(self, dataset) -> None:
+        """Called once the networks are built, before the optimiser and the first step: a pass over the
+        training images for what the loss needs (CFA's memory of centres, EfficientAD's teacher statistics).
+        It must be a function of the data and the seed: a resumed training calls it again (default: nothing)."""
+
+    def after_training(self, dataset, val) -> None:
+        """Called once the best weights are restored: what prediction needs from the trained networks
+        (EfficientAD's map quantiles on ``val``, or on ``dataset`` without it; default: nothing)."""
 
     # -- what the loop reads --------------------------------------------------------------------------
     def networks(self) -> dict[str, torch.nn.Module]:

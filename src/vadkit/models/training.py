@@ -19,6 +19,9 @@ What it owns, so that no method writes it again:
 * checkpoints: the whole state (networks, optimiser, scheduler, position, best weights, history, RNG) saved
   atomically after each validation / epoch end and at the end, and resumed from (with the same parameters;
   the budgets may be raised, to train longer);
+* the method's hooks: ``before_training(dataset)`` once the networks are built (again on resume, so it must
+  depend on the data and seed alone) and ``after_training(dataset, val)`` once the best weights are restored,
+  both without gradients and with the networks in eval mode;
 * progress: a bar over the steps (when the budget fixes their number) showing the loss;
 * device: batches go to ``model.device``.
 """
@@ -110,6 +113,9 @@ def train(model, dataset, val, *, progress: bool | None = None, checkpoint: str 
     torch.manual_seed(model.seed)
     model.build_networks()
     model._move_to(model.device)
+    model.train_mode(False)
+    with torch.no_grad():
+        model.before_training(dataset)
     steps_total = total_steps(model, n)
     optimizer, scheduler = model.configure_optimizer(steps_total)
     state = LoopState()
@@ -176,6 +182,8 @@ def train(model, dataset, val, *, progress: bool | None = None, checkpoint: str 
         for name, network in model.networks().items():
             network.load_state_dict(state.best_networks[name])
     model.train_mode(False)
+    with torch.no_grad():
+        model.after_training(dataset, val)
     model.history_ = state.history + [{"stop": state.stop_reason, "step": state.step, "epoch": state.epoch}]
 
 
