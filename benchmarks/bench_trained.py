@@ -1,4 +1,4 @@
-"""STFPM, PaSTe and RD4AD on the shared datasets: accuracy against training budget, and every efficiency figure.
+"""Every method on the shared datasets: accuracy (the trained ones against their training budget) and every efficiency figure.
 
     .venv/bin/python benchmarks/bench_trained.py [--datasets battery_weld magnetic_tile] [--methods stfpm paste rd4ad]
         [--budgets 50 200 400] [--threads 2]
@@ -6,6 +6,10 @@
 One process per (dataset, method), so that its peak RSS is its own. In it the model is trained to the first
 budget (``max_steps``), evaluated, then trained on to the next budget by resuming its checkpoint (the loop
 resumes bit-exactly, so each stage equals a training run with that budget from scratch) and evaluated again.
+A method whose learning-rate schedule depends on the total step count (DRAEM, EfficientAD) cannot be resumed
+into a longer budget that way: each of its budgets trains from scratch, and its fit seconds are that run's.
+A one-pass method (PatchCore, PaDiM) has no budget: it is fitted once and gives one row (steps "-"), so
+that every method of the library lands in one table.
 The split is what ``vadkit train`` uses: a tenth of the training normals held out for validation.
 
 Per stage: image AUROC, pixel AUROC, AU-PRO, pixel F1-max (vadkit's metrics), the training seconds of the
@@ -73,16 +77,30 @@ def run(dataset: str, method: str, budgets: list[int], threads: int, params: dic
     set_threads(threads)
     layout, root = DATASETS[dataset]
     split = with_validation(load_split(layout, root), val_ratio=0.1)
+    from vadkit.models import model_class
+    from vadkit.models.trained import TrainedModel
+
+    trained = issubclass(model_class(method), TrainedModel)
+    if not trained:
+        budgets = [None]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        checkpoint = Path(folder) / "training.ckpt"
         seconds = 0.0
         for budget in budgets:
-            model = vadkit.create_model(method, **{**(params or {}), "max_steps": budget})
+            model = vadkit.create_model(method, **{**(params or {}), **({"max_steps": budget} if trained else {})})
             train, val = ImageDataset(split.train, model.transform), ImageDataset(split.val, model.transform)
-            model.extractor  # weights loaded outside the timed fit
+            if hasattr(model, "extractor"):
+                model.extractor  # weights loaded outside the timed fit
             start = time.perf_counter()
-            model.fit(train, val=val, checkpoint=checkpoint, resume=True, progress=False)
+            if trained:
+                if _scheduled(model, budget):  # see the module docstring: this budget trains from scratch
+                    seconds = 0.0
+                    checkpoint = Path(folder) / f"training-{budget}.ckpt"
+                else:
+                    checkpoint = Path(folder) / "training.ckpt"
+                model.fit(train, val=val, checkpoint=checkpoint, resume=True, progress=False)
+            else:
+                model.fit(train, progress=False)
             seconds += time.perf_counter() - start
             test = ImageDataset(split.test, model.transform)
             batch = torch.stack([test[i]["image"] for i in range(min(8, len(test)))])
@@ -92,18 +110,21 @@ def run(dataset: str, method: str, budgets: list[int], threads: int, params: dic
             predict_ms = 1000 * (time.perf_counter() - start) / len(test)
             masks = test.masks_array() if test.has_masks else None
             values = compute_metrics(test.labels, prediction.scores, masks, prediction.maps).values
-            steps = model.history_[-1]["step"]
-            per_image = seconds / (steps * model.batch_size)
-            floor = step_floor(model, torch.stack([train[i]["image"] for i in range(model.batch_size)]))
+            steps = model.history_[-1]["step"] if trained else None
+            per_image = seconds / (steps * model.batch_size) if trained else seconds / len(train)
+            floor = step_floor(model, torch.stack([train[i]["image"] for i in range(model.batch_size)])) \
+                if trained else None
             module = model.inference_module()
             rows.append({
                 "dataset": dataset, "method": method, "settings": params or {}, "budget_steps": budget, "steps": steps,
-                "epochs": model.history_[-1]["epoch"], "batch_size": model.batch_size, "n_train": len(train),
+                "epochs": model.history_[-1]["epoch"] if trained else None,
+                "batch_size": getattr(model, "batch_size", None), "n_train": len(train),
                 "n_val": len(val), "n_test": len(test),
                 **{key: values.get(key) for key in ("image_auroc", "pixel_auroc", "pixel_aupro", "pixel_f1_max")},
-                "fit_seconds": seconds, "fit_ms_per_image": 1000 * per_image, "floor_ms_per_image": 1000 * floor,
-                "fit_over_floor": per_image / floor, "predict_ms_per_image": predict_ms,
-                "trainable_params": sum(p.numel() for p in model.trainable_parameters()),
+                "fit_seconds": seconds, "fit_ms_per_image": 1000 * per_image,
+                "floor_ms_per_image": 1000 * floor if trained else None,
+                "fit_over_floor": per_image / floor if trained else None, "predict_ms_per_image": predict_ms,
+                "trainable_params": sum(p.numel() for p in model.trainable_parameters()) if trained else 0,
                 "params": sum(p.numel() for p in module.parameters()),
                 "macs": count_macs(module, batch[:1]),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -112,6 +133,13 @@ def run(dataset: str, method: str, budgets: list[int], threads: int, params: dic
             print(json.dumps({k: rows[-1][k] for k in ("dataset", "method", "steps", "image_auroc", "pixel_aupro",
                                                         "fit_seconds", "fit_over_floor")}), flush=True)
     return rows
+
+
+def _scheduled(model, budget: int) -> bool:
+    """Whether the method's learning-rate schedule depends on the budget (a scheduler for ``budget`` steps)."""
+    probe = type(model)(**model.get_params())
+    probe.build_networks()
+    return probe.configure_optimizer(budget)[1] is not None
 
 
 def main() -> None:
@@ -150,15 +178,17 @@ def main() -> None:
 def print_table() -> None:
     """Every saved row as BENCHMARKS.md's table, by dataset, method, settings and budget."""
     rows = [row for path in sorted(OUT.glob("*.json")) for row in json.loads(path.read_text())]
-    rows.sort(key=lambda r: (r["dataset"], r["method"], json.dumps(r.get("settings") or {}), r["steps"]))
+    rows.sort(key=lambda r: (r["dataset"], r["method"], json.dumps(r.get("settings") or {}), r["steps"] or 0))
     print("| dataset | method | settings | steps (epochs) | image AUROC | pixel AUROC | AU-PRO | pixel F1-max | "
           "fit s | fit / floor | peak RSS MB | predict ms/img | MACs | trainable / total params |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         settings = ", ".join(f"{k}={v}" for k, v in (r.get("settings") or {}).items()) or "defaults"
-        print(f"| {r['dataset']} | {r['method']} | {settings} | {r['steps']} ({r['epochs']}) | {r['image_auroc']:.3f} "
-              f"| {r['pixel_auroc']:.3f} | {r['pixel_aupro']:.3f} | {r['pixel_f1_max']:.3f} | {r['fit_seconds']:.0f} "
-              f"| {r['fit_over_floor']:.2f} | {r['peak_rss_mb']:,.0f} | {r['predict_ms_per_image']:.1f} "
+        steps = "-" if r["steps"] is None else f"{r['steps']} ({r['epochs']})"
+        over_floor = "-" if r["fit_over_floor"] is None else f"{r['fit_over_floor']:.2f}"
+        print(f"| {r['dataset']} | {r['method']} | {settings} | {steps} | {r['image_auroc']:.3f} "
+              f"| {r['pixel_auroc']:.3f} | {r['pixel_aupro']:.3f} | {r['pixel_f1_max']:.3f} | {r['fit_seconds']:.1f} "
+              f"| {over_floor} | {r['peak_rss_mb']:,.0f} | {r['predict_ms_per_image']:.1f} "
               f"| {r['macs'] / 1e6:.0f} M | {r['trainable_params'] / 1e3:.0f} k / {r['params'] / 1e3:.0f} k |")
 
 

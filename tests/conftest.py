@@ -91,3 +91,18 @@ def open_watched(browser, page_file: Path, viewport=(1280, 900)):
     page.on("request", lambda request: requests.append(request.url))
     page.goto(Path(page_file).as_uri())
     return context, page, problems, requests
+
+
+@pytest.fixture(scope="session")
+def efficientad_home(mvtec_folder, tmp_path_factory) -> Path:
+    """A ``VADKIT_HOME`` whose weight cache holds a tiny EfficientAD teacher for mobilenet_v2 (two distillation
+    steps on the 64-px generated images): what `vadkit distill-teacher` leaves there, for tests that build the
+    method without a ``teacher`` path (the contract tests)."""
+    from vadkit.models.pdn import default_teacher_path, distill_teacher, image_source_paths, save_teacher
+
+    home = tmp_path_factory.mktemp("vadkit_home")
+    source = str(mvtec_folder / "train")
+    teacher, metadata = distill_teacher(image_source_paths(source), steps=2, image_size=64, batch_size=4, lr=1e-3,
+                                        stat_images=12, source=source, progress=False)
+    save_teacher(default_teacher_path("mobilenet_v2", home / "weights"), teacher, metadata)
+    return home

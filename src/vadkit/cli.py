@@ -1,4 +1,4 @@
-"""The ``vadkit`` command line: train, test, predict, eval, compare, report, demo, profile, bench.
+"""The ``vadkit`` command line: train, test, predict, eval, compare, report, demo, distill-teacher, profile, bench.
 
 Heavy libraries (torch, faiss) are imported inside the commands, never at module level, so that
 ``vadkit --help`` answers instantly (a test checks that torch is not imported). Errors vadkit raises on
@@ -174,7 +174,7 @@ def main() -> None:
 @layout_option
 @option_option
 @click.option("--model", "model_name", default="patchcore", show_default=True,
-              help="Method: patchcore, patchcore_lite, padim, stfpm, paste, rd4ad.")
+              help="Method: patchcore, patchcore_lite, padim, stfpm, paste, rd4ad, cfa, fastflow, efficientad, draem.")
 @click.option("--backbone", default=None, help="Backbone (default: the model's, mobilenet_v2).")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Model parameter, repeatable (e.g. coreset_ratio=0.01).")
@@ -371,6 +371,44 @@ def demo(out, model_name, quiet):
                              layout_options=DEMO_LAYOUT_OPTIONS, progress=False if quiet else None)
         _print_metrics(metrics, f"demo: {model_name} on ELPV ({DEMO_LAYOUT_OPTIONS})")
         click.echo(f"wrote {out}/model.vad, metrics.json and overlays/")
+
+    _run(action)
+
+
+@main.command(name="distill-teacher")
+@click.option("--backbone", default="mobilenet_v2", show_default=True,
+              help="The pretrained network whose PatchCore features the teacher learns.")
+@click.option("--images", required=True, metavar="FOLDER_OR_elpv",
+              help="Distillation images: a folder (searched recursively) or elpv (the elpv-dataset package).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Teacher file to write (default: the cache, where EfficientAD looks for this backbone).")
+@click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Training steps of 16 images (the paper's 60000).")
+@click.option("--image-size", type=click.IntRange(min=64), default=256, show_default=True,
+              help="The teacher's input side in pixels (the backbone sees twice that for a stride-8 layer).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The backbone's weights file (default: resolved offline-first).")
+@quiet_option
+@threads_option
+def distill_teacher_command(backbone, images, out, steps, image_size, batch_size, seed, weights, quiet):
+    """Distil EfficientAD's teacher (a small patch description network) from a backbone's features: writes
+    the teacher file that `--model efficientad` uses."""
+
+    def action():
+        from vadkit.models.pdn import default_teacher_path, distill_teacher, image_source_paths, save_teacher
+
+        source = images if images == "elpv" else str(Path(images).resolve())
+        paths = image_source_paths(source)
+        teacher, metadata = distill_teacher(paths, backbone=backbone, steps=steps, image_size=image_size,
+                                            batch_size=batch_size, seed=seed, source=source,
+                                            weights=str(weights) if weights else None,
+                                            progress=False if quiet else None)
+        path = save_teacher(out or default_teacher_path(backbone), teacher, metadata)
+        click.echo(f"wrote {path}: {steps} steps on {metadata['n_images']} images from {source}, "
+                   f"{metadata['seconds']} s, loss {metadata['first_loss']:.4g} -> {metadata['final_loss']:.4g}"
+                   + ("" if out else f" (EfficientAD with backbone={backbone} finds it there)"))
 
     _run(action)
 

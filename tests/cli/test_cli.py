@@ -22,6 +22,14 @@ def test_help_does_not_import_torch():
     assert out.strip().splitlines()[-1] == "False False"
 
 
+def test_train_help_lists_every_registered_method():
+    from vadkit.models import list_models
+
+    help_text = CliRunner().invoke(main, ["train", "--help"], terminal_width=400).output
+    listed = help_text.split("Method:")[1].split(".")[0]
+    assert {name.strip() for name in listed.replace("\n", " ").split(",")} == set(list_models())
+
+
 def test_parse_assignments_types_values():
     parsed = parse_assignments(("coreset_ratio=0.01", "layers=features.6,features.13", "crop_size=None",
                                 "seed=3", "covariance=diagonal", "flag=true"), "--param")

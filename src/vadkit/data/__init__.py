@@ -10,6 +10,8 @@
 * :mod:`~vadkit.data.dataset`: :class:`ImageDataset`, a torch Dataset that checks every file first.
 * :mod:`~vadkit.data.augment`: :class:`AugmentedDataset`, many seeded crops/flips of real images (big
   training sets for memory and scale tests).
+* :mod:`~vadkit.data.synthetic`: seeded synthetic anomalies (DRAEM's Perlin-noise defects, CutPaste and
+  CutPaste-Scar) returning (defective image, mask), and :func:`synthesize_batch` for tensors.
 
 ``Transform``, ``ImageDataset`` and ``AugmentedDataset`` need torch; they are imported on first use so that
 listing or splitting a dataset (and a CLI's ``--help``) does not pay torch's import time.
@@ -36,6 +38,12 @@ _LAZY = {
     "Transform": "vadkit.data.transforms",
     "IMAGENET_MEAN": "vadkit.data.transforms",
     "IMAGENET_STD": "vadkit.data.transforms",
+    "PerlinAnomaly": "vadkit.data.synthetic",
+    "cutpaste": "vadkit.data.synthetic",
+    "cutpaste_scar": "vadkit.data.synthetic",
+    "perlin_mask": "vadkit.data.synthetic",
+    "perlin_noise": "vadkit.data.synthetic",
+    "synthesize_batch": "vadkit.data.synthetic",
 }
 
 __all__ = [
@@ -47,17 +55,23 @@ __all__ = [
     "LAYOUTS",
     "NORMAL",
     "ImageDataset",
+    "PerlinAnomaly",
     "Sample",
     "Split",
     "Transform",
     "check_image",
+    "cutpaste",
+    "cutpaste_scar",
     "layout_options",
     "list_images",
     "load_image",
     "load_mask",
     "load_split",
     "mvtec_categories",
+    "perlin_mask",
+    "perlin_noise",
     "register_layout",
+    "synthesize_batch",
     "to_rgb",
     "hold_out_validation",
     "validation_folder",

@@ -20,6 +20,10 @@ _MODULES = {
     "stfpm": "vadkit.models.stfpm",
     "paste": "vadkit.models.paste",
     "rd4ad": "vadkit.models.rd4ad",
+    "draem": "vadkit.models.draem",
+    "cfa": "vadkit.models.cfa",
+    "efficientad": "vadkit.models.efficientad",
+    "fastflow": "vadkit.models.fastflow",
 }
 
 

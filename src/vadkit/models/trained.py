@@ -141,13 +141,13 @@ class TrainedModel(AnomalyModel):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # Every learned attribute first, the networks' entries included (replaced by modules right below): the
+        # networks' shapes may follow the fitted layers or input size, and the backbone's weights must be
+        # checked against the recorded ones however early build_networks touches the extractor.
+        for name in self.learned_attributes():
+            setattr(self, name, state[name])
         self.build_networks()
-        networks = self.networks()
-        for name, network in networks.items():
+        for name, network in self.networks().items():
             network.load_state_dict(state[name])
             network.to(self.device)
-        plain = {name: value for name, value in state.items() if name not in networks}
-        for name in self.learned_attributes():
-            if name not in networks:
-                setattr(self, name, plain[name])
         self.train_mode(False)
