@@ -106,3 +106,30 @@ def efficientad_home(mvtec_folder, tmp_path_factory) -> Path:
                                         stat_images=12, source=source, progress=False)
     save_teacher(default_teacher_path("mobilenet_v2", home / "weights"), teacher, metadata)
     return home
+
+
+def assert_detects_planted_defects(model, split, min_auroc: float = 0.9):
+    """A fitted model on the generated test images (red squares on a stripe texture): finite maps of the input
+    size, image AUROC of at least ``min_auroc``, and maps higher inside the defect masks than outside.
+    Returns ``(test dataset, prediction)`` for further checks."""
+    from vadkit.data import ImageDataset
+    from vadkit.metrics import auroc
+
+    test = ImageDataset(split.test, model.transform)
+    prediction = model.predict(test, progress=False)
+    assert prediction.maps.shape == (len(test), *model.input_size_) and np.isfinite(prediction.maps).all()
+    assert auroc(test.labels, prediction.scores) >= min_auroc
+    masks = test.masks_array()
+    inside = np.mean([m[mask].mean() for m, mask in zip(prediction.maps, masks) if mask.any()])
+    outside = np.mean([m[~mask].mean() for m, mask in zip(prediction.maps, masks) if mask.any()])
+    assert inside > outside  # the map lights up on the defect
+    return test, prediction
+
+
+def assert_reloads_identically(model, test, prediction, path: Path) -> None:
+    """Saved to ``path`` and loaded back, ``model`` predicts exactly ``prediction`` on ``test``."""
+    import vadkit
+
+    again = vadkit.load(model.save(path)).predict(test, progress=False)
+    np.testing.assert_array_equal(again.scores, prediction.scores)
+    np.testing.assert_array_equal(again.maps, prediction.maps)

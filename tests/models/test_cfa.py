@@ -8,8 +8,8 @@ import torch.nn.functional as F
 import vadkit
 from vadkit.data import ImageDataset, load_split
 from vadkit.errors import ParameterError, VadkitError
-from vadkit.metrics import auroc
 from vadkit.models.cfa import (add_coordinates, coupled_hypersphere_loss, nearest_squared_distances, patch_scores)
+from tests.conftest import assert_detects_planted_defects, assert_reloads_identically
 
 TINY = {"image_size": 64, "batch_size": 4}
 
@@ -141,19 +141,9 @@ def test_a_short_fit_learns_normal_and_planted_defects_score_higher_and_survives
     losses = [entry["loss"] for entry in model.history_ if "loss" in entry]
     assert losses[-1] < 0.7 * losses[0]  # the loss goes down
     assert float(model.descriptor_.radius.detach()) > 1e-5  # the radius is learned, as in the authors' code
-    test = ImageDataset(split.test, model.transform)
-    prediction = model.predict(test, progress=False)
-    assert prediction.maps.shape == (len(test), 64, 64) and np.isfinite(prediction.maps).all()
+    test, prediction = assert_detects_planted_defects(model, split)
     np.testing.assert_allclose(prediction.scores, prediction.maps.reshape(len(test), -1).max(1), rtol=1e-6)
-    assert auroc(test.labels, prediction.scores) >= 0.9  # red squares on a stripe texture
-    masks = test.masks_array()
-    inside = np.mean([m[mask].mean() for m, mask in zip(prediction.maps, masks) if mask.any()])
-    outside = np.mean([m[~mask].mean() for m, mask in zip(prediction.maps, masks) if mask.any()])
-    assert inside > outside  # the map lights up on the defect
-    loaded = vadkit.load(model.save(tmp_path / "cfa.vad"))
-    again = loaded.predict(test, progress=False)
-    np.testing.assert_array_equal(again.scores, prediction.scores)
-    np.testing.assert_array_equal(again.maps, prediction.maps)
+    assert_reloads_identically(model, test, prediction, tmp_path / "cfa.vad")
 
 
 @pytest.mark.parametrize("params, message", [

@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 
 import vadkit
-from vadkit.data import ImageDataset, load_split
+from vadkit.data import load_split
 from vadkit.errors import ParameterError
-from vadkit.metrics import auroc
 from vadkit.models.rd4ad import cosine_loss, cosine_map
 from vadkit.models.stfpm import product_map, pyramid_loss
+from tests.conftest import assert_detects_planted_defects
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +61,7 @@ def test_a_short_fit_learns_normal_and_planted_defects_score_higher(name, split)
     model.fit(split.train, val=split.train[:4], progress=False)
     losses = [entry["loss"] for entry in model.history_ if "loss" in entry]
     assert losses[-1] < losses[0]  # the loss goes down
-    test = ImageDataset(split.test, model.transform)
-    prediction = model.predict(test, progress=False)
-    assert prediction.maps.shape == (len(test), 64, 64) and np.isfinite(prediction.maps).all()
-    assert auroc(test.labels, prediction.scores) >= 0.9  # red squares on a stripe texture
-    masks = test.masks_array()
-    inside = np.mean([m[mask].mean() for m, mask in zip(prediction.maps, masks) if mask.any()])
-    outside = np.mean([m[~mask].mean() for m, mask in zip(prediction.maps, masks) if mask.any()])
-    assert inside > outside  # the map lights up on the defect
+    test, prediction = assert_detects_planted_defects(model, split)
 
 
 def test_paste_shares_the_early_layers_and_trains_only_the_later_ones():

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
-from sklearn.metrics import roc_auc_score
 
 import vadkit
-from vadkit.data import ImageDataset, load_split
+from vadkit.data import load_split
 from vadkit.errors import ParameterError
 from vadkit.models.draem import (DRAEM, DiscriminativeNetwork, ReconstructiveNetwork, focal_loss, image_score,
                                  ssim_loss)
+from tests.conftest import assert_detects_planted_defects, assert_reloads_identically
 
 
 @pytest.fixture(scope="module")
@@ -160,17 +160,6 @@ def test_a_short_fit_learns_normal_and_planted_defects_score_higher(split, tmp_p
     model.fit(split.train, progress=False)
     losses = [entry["loss"] for entry in model.history_ if "loss" in entry]
     assert losses[-1] < losses[0]  # the loss goes down
-    test = ImageDataset(split.test, model.transform)
-    prediction = model.predict(test, progress=False)
-    assert prediction.maps.shape == (len(test), 64, 64) and np.isfinite(prediction.maps).all()
+    test, prediction = assert_detects_planted_defects(model, split)
     assert prediction.maps.min() >= 0 and prediction.maps.max() <= 1  # a probability
-    assert roc_auc_score(test.labels, prediction.scores) >= 0.9  # red squares on a stripe texture
-    masks = test.masks_array()
-    inside = np.mean([m[mask].mean() for m, mask in zip(prediction.maps, masks) if mask.any()])
-    outside = np.mean([m[~mask].mean() for m, mask in zip(prediction.maps, masks) if mask.any()])
-    assert inside > outside  # the map lights up on the defect
-    # saved and loaded: identical predictions
-    loaded = vadkit.load(model.save(tmp_path / "draem.vad"))
-    again = loaded.predict(test, progress=False)
-    np.testing.assert_array_equal(again.scores, prediction.scores)
-    np.testing.assert_array_equal(again.maps, prediction.maps)
+    assert_reloads_identically(model, test, prediction, tmp_path / "draem.vad")

@@ -10,11 +10,11 @@ from click.testing import CliRunner
 import vadkit
 from vadkit.data import ImageDataset, load_split
 from vadkit.errors import ParameterError, WeightsNotFoundError
-from vadkit.metrics import auroc
 from vadkit.models.efficientad import (AutoEncoder, EfficientADGraph, decoder_sizes, hard_feature_loss, quantile,
                                        quantile_normalise)
 from vadkit.models.pdn import (FeatureTarget, SmallPDN, channel_statistics, distill_layers, distill_teacher,
                                image_source_paths, load_teacher, pdn_output_size, save_teacher)
+from tests.conftest import assert_detects_planted_defects
 
 TINY = {"image_size": 64, "batch_size": 2}
 STEPS = 20  # distillation steps of the tiny teacher
@@ -104,14 +104,7 @@ def test_a_short_fit_learns_normal_and_planted_defects_score_higher(fitted, spli
     # the validation loss (no penalty draw, no augmentation) goes down
     losses = [entry["val_loss"] for entry in fitted.history_ if "val_loss" in entry]
     assert len(losses) >= 3 and losses[-1] < losses[0]
-    test = ImageDataset(split.test, fitted.transform)
-    prediction = fitted.predict(test, progress=False)
-    assert prediction.maps.shape == (len(test), 64, 64) and np.isfinite(prediction.maps).all()
-    assert auroc(test.labels, prediction.scores) >= 0.9
-    masks = test.masks_array()
-    inside = np.mean([m[mask].mean() for m, mask in zip(prediction.maps, masks) if mask.any()])
-    outside = np.mean([m[~mask].mean() for m, mask in zip(prediction.maps, masks) if mask.any()])
-    assert inside > outside
+    test, prediction = assert_detects_planted_defects(fitted, split)
 
 
 def test_the_maps_are_the_quantile_normalised_average_upsampled(fitted, split):
@@ -206,13 +199,22 @@ def test_distill_teacher_command_writes_a_teacher_efficientad_finds_in_the_cache
     assert missing.exit_code == 2 and "does not exist" in missing.output
 
 
-def test_a_flat_map_is_not_divided_by_zero():
+def test_a_map_with_equal_quantiles_is_not_divided_by_zero():
     from vadkit.models.efficientad import normalisation_quantiles, quantile_normalise
 
     values = torch.linspace(0, 1, 1001)
-    q_a, q_b, flat = normalisation_quantiles(values)
-    assert (q_a, q_b, flat) == (pytest.approx(0.9), pytest.approx(0.995), False)
-    q_a, q_b, flat = normalisation_quantiles(torch.full((4, 8, 8), 0.25))
-    assert flat and q_a == 0.25 and q_b == 1.25
+    q_a, q_b, degenerate = normalisation_quantiles(values)
+    assert (q_a, q_b, degenerate) == (pytest.approx(0.9), pytest.approx(0.995), False)
+    saturated = torch.cat([torch.linspace(0, 1, 80), torch.ones(20)])  # the top fifth holds one value
+    q_a, q_b, degenerate = normalisation_quantiles(saturated)
+    assert degenerate and q_a == 1.0 and q_b == pytest.approx(1.0 + float(saturated.std()))
+    q_a, q_b, degenerate = normalisation_quantiles(torch.full((4, 8, 8), 0.25))
+    assert degenerate and q_a == 0.25 and q_b == 1.25
     normalised = quantile_normalise(torch.full((1, 8, 8), 0.25), q_a, q_b)
     assert torch.isfinite(normalised).all() and float(normalised.abs().max()) == 0.0
+
+
+def test_a_training_step_after_fit_reopens_the_penalty_images(fitted, split):
+    images = torch.stack([ImageDataset(split.train[:2], fitted.transform)[i]["image"] for i in range(2)])
+    assert fitted._penalty is None  # released after training
+    assert torch.isfinite(fitted.training_step(images))
