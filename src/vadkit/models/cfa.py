@@ -80,7 +80,7 @@ from torch import nn
 
 from vadkit.errors import ParameterError, VadkitError
 from vadkit.models.backbone_model import BackboneModel, check_sigma
-from vadkit.models.trained import TrainedModel
+from vadkit.models.trained import TrainedModel, check_number
 from vadkit.ops.patch_features import flatten_patches, pyramid_embedding
 from vadkit.ops.smoothing import to_image_maps
 
@@ -202,12 +202,9 @@ class CFA(TrainedModel, BackboneModel):
                                  ("num_hard_negatives", num_hard_negatives, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}")
-        for name, value, zero_ok in (("radius", radius, False), ("alpha", alpha, True), ("lr", lr, False),
-                                     ("weight_decay", weight_decay, True)):
-            bad = isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
-            if bad or (value == 0 and not zero_ok):
-                raise ParameterError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} number, "
-                                     f"got {value!r}")
+        for name, value, positive in (("radius", radius, True), ("alpha", alpha, False), ("lr", lr, True),
+                                      ("weight_decay", weight_decay, False)):
+            check_number(name, value, positive=positive)
         check_sigma(sigma)
         self.gamma_c, self.gamma_d = gamma_c, gamma_d
         self.num_nearest, self.num_hard_negatives = num_nearest, num_hard_negatives

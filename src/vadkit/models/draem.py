@@ -71,7 +71,7 @@ from torch import nn
 
 from vadkit.data import Transform
 from vadkit.errors import ParameterError
-from vadkit.models.trained import TrainedModel
+from vadkit.models.trained import TrainedModel, check_number
 
 #: side of the averaging window of the image score (``test_DRAEM.py``)
 SCORE_WINDOW = 21
@@ -239,8 +239,7 @@ class DRAEM(TrainedModel):
         for name, value in (("base_width", base_width), ("disc_base_width", disc_base_width)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ParameterError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-            raise ParameterError(f"lr must be a positive number, got {lr!r}")
+        check_number("lr", lr)
         if texture_dir is not None and not isinstance(texture_dir, (str, Path)):
             raise ParameterError(f"texture_dir must be a folder path or None, got {texture_dir!r}")
         self.image_size = list(image_size) if isinstance(image_size, tuple) else image_size

@@ -64,7 +64,7 @@ from vadkit.data import Transform
 from vadkit.errors import ParameterError, WeightsNotFoundError
 from vadkit.models.pdn import (DISTILL_COMMAND, IMAGENET_MEAN, IMAGENET_STD, TEACHER_CHANNELS, SmallPDN,
                                channel_statistics, default_teacher_path, load_teacher, pdn_output_size)
-from vadkit.models.trained import TrainedModel
+from vadkit.models.trained import TrainedModel, check_number
 
 #: the hard-feature loss keeps the differences at or above this quantile (the paper's p_hard)
 HARD_QUANTILE = 0.999
@@ -222,10 +222,8 @@ class EfficientAD(TrainedModel):
                          validate_every=validate_every, patience=patience, num_workers=num_workers)
         if not (isinstance(image_size, int) and not isinstance(image_size, bool) and image_size >= 64):
             raise ParameterError(f"image_size must be an integer >= 64 (pixels), got {image_size!r}")
-        for name, value, zero_ok in (("lr", lr, False), ("weight_decay", weight_decay, True)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not zero_ok):
-                raise ParameterError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} number, "
-                                     f"got {value!r}")
+        check_number("lr", lr)
+        check_number("weight_decay", weight_decay, positive=False)
         if not isinstance(padding, bool):
             raise ParameterError(f"padding must be True or False, got {padding!r}")
         for name, value in (("teacher", teacher), ("penalty_images", penalty_images), ("backbone", backbone)):

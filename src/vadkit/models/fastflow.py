@@ -67,7 +67,7 @@ from torch import nn
 
 from vadkit.errors import ParameterError
 from vadkit.models.backbone_model import BackboneModel
-from vadkit.models.trained import TrainedModel
+from vadkit.models.trained import TrainedModel, check_number
 
 
 def _global_scale(raw: torch.Tensor) -> torch.Tensor:
@@ -162,11 +162,6 @@ def likelihood_map(latents: Sequence[torch.Tensor], size: tuple[int, int]) -> to
     return torch.stack(maps).mean(0)
 
 
-def _check_number(name: str, value, *, positive: bool = True) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
-        raise ParameterError(f"{name} must be a {'positive' if positive else 'non-negative'} number, got {value!r}")
-
-
 class FastFlow(TrainedModel, BackboneModel):
     """FastFlow (Yu et al., 2021). See the module docstring for the method and its deviations.
 
@@ -205,8 +200,8 @@ class FastFlow(TrainedModel, BackboneModel):
         if conv3x3_only is not None and not isinstance(conv3x3_only, bool):
             raise ParameterError(f"conv3x3_only must be True, False or None (automatic), got {conv3x3_only!r}")
         for name, value in (("hidden_ratio", hidden_ratio), ("clamp", clamp), ("lr", lr)):
-            _check_number(name, value)
-        _check_number("weight_decay", weight_decay, positive=False)
+            check_number(name, value)
+        check_number("weight_decay", weight_decay, positive=False)
         from vadkit.backbones import get_spec
 
         narrow = [layer for layer in self.chosen_layers() if get_spec(backbone).channels[layer] < 2]

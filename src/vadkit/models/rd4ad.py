@@ -49,7 +49,7 @@ from torch import nn
 
 from vadkit.errors import ParameterError
 from vadkit.models.backbone_model import BackboneModel
-from vadkit.models.trained import TrainedModel
+from vadkit.models.trained import TrainedModel, check_number
 from vadkit.ops.smoothing import gaussian_blur
 
 #: backbones whose ResNet bottleneck blocks the authors' OCBE and decoder mirror exactly:
@@ -199,8 +199,7 @@ class RD4AD(TrainedModel, BackboneModel):
                          crop_size=crop_size)
         from vadkit.models.backbone_model import check_sigma
 
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
-            raise ParameterError(f"lr must be a positive number, got {lr!r}")
+        check_number("lr", lr)
         betas = list(betas) if isinstance(betas, (list, tuple)) else betas
         if not (isinstance(betas, list) and len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1
                                                                    for b in betas)):

@@ -43,9 +43,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from vadkit.errors import ParameterError
 from vadkit.models.backbone_model import BackboneModel
-from vadkit.models.trained import TrainedModel
+from vadkit.models.trained import TrainedModel, check_number
 
 
 def normalised_distance(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
@@ -97,10 +96,9 @@ class STFPM(TrainedModel, BackboneModel):
                          validate_every=validate_every, patience=patience, num_workers=num_workers,
                          backbone=backbone, layers=layers, weights=weights, image_size=image_size,
                          crop_size=crop_size)
-        for name, value, low_ok in (("lr", lr, False), ("momentum", momentum, True),
-                                    ("weight_decay", weight_decay, True)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not low_ok):
-                raise ParameterError(f"{name} must be a {'non-negative' if low_ok else 'positive'} number, got {value!r}")
+        check_number("lr", lr)
+        check_number("momentum", momentum, positive=False)
+        check_number("weight_decay", weight_decay, positive=False)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.student_: torch.nn.Module | None = None
 

@@ -46,6 +46,14 @@ def check_budgets(epochs, max_steps, max_time) -> None:
         raise ParameterError("give at least one training budget: epochs, max_steps or max_time (seconds)")
 
 
+def check_number(name: str, value, *, positive: bool = True) -> None:
+    """A real number (not a bool), > 0 (``positive``) or >= 0; NaN is refused either way. The hyperparameter
+    check every trained method makes (learning rates, weight decays, margins)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and (value > 0 if positive else value >= 0)
+    if not ok:
+        raise ParameterError(f"{name} must be a {'positive' if positive else 'non-negative'} number, got {value!r}")
+
+
 class TrainedModel(AnomalyModel):
     """An :class:`AnomalyModel` that trains networks in the shared loop (see the module docstring)."""
 
