@@ -378,12 +378,17 @@ def demo(out, model_name, quiet):
 @main.command(name="distill-teacher")
 @click.option("--backbone", default="mobilenet_v2", show_default=True,
               help="The pretrained network whose PatchCore features the teacher learns.")
-@click.option("--images", required=True, metavar="FOLDER_OR_elpv",
-              help="Distillation images: a folder (searched recursively) or elpv (the elpv-dataset package).")
+@click.option("--images", required=True, multiple=True, metavar="FOLDER_OR_elpv",
+              help="Distillation images: a folder (searched recursively) or elpv (the elpv-dataset package); "
+                   "repeat it to pool several sources.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Teacher file to write (default: the cache, where EfficientAD looks for this backbone).")
 @click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Training steps of 16 images (the paper's 60000).")
+@click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop distilling after this many seconds (or at --steps, whichever comes first).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="Adam's learning rate (the paper's 1e-4 is for 60000 steps; a short budget learns more with more).")
 @click.option("--image-size", type=click.IntRange(min=64), default=256, show_default=True,
               help="The teacher's input side in pixels (the backbone sees twice that for a stride-8 layer).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
@@ -392,21 +397,23 @@ def demo(out, model_name, quiet):
               help="The backbone's weights file (default: resolved offline-first).")
 @quiet_option
 @threads_option
-def distill_teacher_command(backbone, images, out, steps, image_size, batch_size, seed, weights, quiet):
+def distill_teacher_command(backbone, images, out, steps, max_time, lr, image_size, batch_size, seed, weights,
+                            quiet):
     """Distil EfficientAD's teacher (a small patch description network) from a backbone's features: writes
     the teacher file that `--model efficientad` uses."""
 
     def action():
         from vadkit.models.pdn import default_teacher_path, distill_teacher, image_source_paths, save_teacher
 
-        source = images if images == "elpv" else str(Path(images).resolve())
-        paths = image_source_paths(source)
+        sources = [s if s == "elpv" else str(Path(s).resolve()) for s in images]
+        paths = [path for s in sources for path in image_source_paths(s)]
+        source = " + ".join(sources)
         teacher, metadata = distill_teacher(paths, backbone=backbone, steps=steps, image_size=image_size,
                                             batch_size=batch_size, seed=seed, source=source,
-                                            weights=str(weights) if weights else None,
+                                            weights=str(weights) if weights else None, max_time=max_time, lr=lr,
                                             progress=False if quiet else None)
         path = save_teacher(out or default_teacher_path(backbone), teacher, metadata)
-        click.echo(f"wrote {path}: {steps} steps on {metadata['n_images']} images from {source}, "
+        click.echo(f"wrote {path}: {metadata['steps']} steps on {metadata['n_images']} images from {source}, "
                    f"{metadata['seconds']} s, loss {metadata['first_loss']:.4g} -> {metadata['final_loss']:.4g}"
                    + ("" if out else f" (EfficientAD with backbone={backbone} finds it there)"))
 

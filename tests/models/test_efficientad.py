@@ -187,16 +187,39 @@ def test_distill_teacher_command_writes_a_teacher_efficientad_finds_in_the_cache
 
     monkeypatch.setenv("VADKIT_HOME", str(tmp_path / "home"))
     result = CliRunner().invoke(main, ["distill-teacher", "--images", str(mvtec_folder / "train"), "--steps", "2",
-                                       "--image-size", "64", "--batch-size", "2", "--quiet"])
+                                       "--lr", "1e-3", "--image-size", "64", "--batch-size", "2", "--quiet"])
     assert result.exit_code == 0, result.output
     path = default_teacher_path("mobilenet_v2")
     assert str(path) in result.output and path.is_file()
     _, metadata = load_teacher(path)
     assert metadata["steps"] == 2 and metadata["image_size"] == 64 and metadata["n_images"] == 12
+    assert metadata["lr"] == 1e-3
     model = vadkit.create_model("efficientad", max_steps=1, **TINY).fit(split.train, progress=False)
     assert model.backbone_weights_["sha256"] == metadata["sha256"]
     missing = CliRunner().invoke(main, ["distill-teacher", "--images", str(tmp_path / "nowhere"), "--steps", "1"])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_distill_teacher_pools_repeated_image_sources(mvtec_folder, tmp_path):
+    from vadkit.cli import main
+
+    out = tmp_path / "teacher.pt"
+    result = CliRunner().invoke(main, ["distill-teacher", "--images", str(mvtec_folder / "train"),
+                                       "--images", str(mvtec_folder / "test"), "--steps", "1", "--image-size", "64",
+                                       "--batch-size", "2", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    _, metadata = load_teacher(out)
+    n_test = len([p for p in (mvtec_folder / "test").rglob("*.png")])
+    assert metadata["n_images"] == 12 + n_test
+    assert metadata["images"] == f"{(mvtec_folder / 'train').resolve()} + {(mvtec_folder / 'test').resolve()}"
+
+
+def test_distillation_stops_at_max_time_and_records_the_steps_taken(mvtec_folder):
+    paths = image_source_paths(mvtec_folder / "train")
+    _, metadata = distill_teacher(paths, steps=10_000, max_time=1e-9, image_size=64, batch_size=2, progress=False)
+    assert metadata["steps"] == 0 and metadata["max_steps"] == 10_000 and metadata["max_time"] == 1e-9
+    _, metadata = distill_teacher(paths, steps=2, max_time=3600, image_size=64, batch_size=2, progress=False)
+    assert metadata["steps"] == 2
 
 
 def test_a_map_with_equal_quantiles_is_not_divided_by_zero():

@@ -193,11 +193,14 @@ def distillation_loss(teacher: nn.Module, target: torch.Tensor, images: torch.Te
 def distill_teacher(paths: Sequence[str | Path], *, backbone: str = "mobilenet_v2", steps: int = 2000,
                     image_size: int = 256, batch_size: int = 16, lr: float = 1e-4, weight_decay: float = 1e-5,
                     stat_images: int = 256, seed: int = 0, source: str = "", weights: str | None = None,
+                    max_time: float | None = None,
                     progress: bool | None = None) -> tuple[SmallPDN, dict[str, Any]]:
     """Distil a PDN-S teacher from ``backbone``'s PatchCore features on the images ``paths`` (module docstring).
 
     Returns the teacher (eval mode, padded) and its metadata. ``stat_images``: how many images the channel
     normalisation is computed on (the paper's 10,000). ``source`` describes where the images came from.
+    ``max_time``: seconds of distillation (after the statistics) at which it stops early, whichever of
+    ``steps`` and ``max_time`` comes first; the metadata's ``steps`` counts the steps actually taken.
     """
     from vadkit.backbones import create_extractor, get_spec
     from vadkit.backbones.extractor import state_dict_sha256
@@ -236,7 +239,10 @@ def distill_teacher(paths: Sequence[str | Path], *, backbone: str = "mobilenet_v
     teacher = SmallPDN(TEACHER_CHANNELS, padding=True).to(memory_format=torch.channels_last)  # 2x on a CPU
     optimizer = torch.optim.Adam(teacher.parameters(), lr=lr, weight_decay=weight_decay)
     losses = []
+    deadline = None if max_time is None else time.perf_counter() + max_time
     for _ in track(range(steps), f"distilling a PDN teacher from {backbone}", total=steps, enabled=progress):
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
         images = batch_of(torch.randint(len(dataset), (batch_size,), generator=generator))
         target = (targets(images) - mean) / std
         small = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False,
@@ -252,7 +258,7 @@ def distill_teacher(paths: Sequence[str | Path], *, backbone: str = "mobilenet_v
     metadata = {
         "backbone": backbone, "layers": layers, "backbone_weights": extractor.weights_source,
         "backbone_sha256": extractor.weights_sha256, "images": source, "n_images": len(dataset),
-        "steps": steps, "batch_size": batch_size, "image_size": image_size, "feature_image_size": psi_size,
+        "steps": len(losses), "max_steps": steps, "max_time": max_time, "batch_size": batch_size, "image_size": image_size, "feature_image_size": psi_size,
         "lr": lr, "weight_decay": weight_decay, "stat_images": n_stat, "seed": seed,
         "first_loss": losses[0] if losses else None, "final_loss": sum(tail) / len(tail),
         "seconds": round(time.perf_counter() - started, 1), "out_channels": TEACHER_CHANNELS,
