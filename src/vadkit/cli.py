@@ -1,4 +1,5 @@
-"""The ``vadkit`` command line: train, test, predict, eval, compare, report, demo, distill-teacher, profile, bench.
+"""The ``vadkit`` command line: train, test, predict, eval, compare, report, demo, distill-teacher, export, profile,
+bench.
 
 Heavy libraries (torch, faiss) are imported inside the commands, never at module level, so that
 ``vadkit --help`` answers instantly (a test checks that torch is not imported). Errors vadkit raises on
@@ -403,11 +404,11 @@ def distill_teacher_command(backbone, images, out, steps, max_time, lr, image_si
     the teacher file that `--model efficientad` uses."""
 
     def action():
-        from vadkit.models.pdn import default_teacher_path, distill_teacher, image_source_paths, save_teacher
+        from vadkit.models.pdn import (SOURCE_SEPARATOR, default_teacher_path, distill_teacher, image_source_paths,
+                                       save_teacher)
 
-        sources = [s if s == "elpv" else str(Path(s).resolve()) for s in images]
-        paths = [path for s in sources for path in image_source_paths(s)]
-        source = " + ".join(sources)
+        source = SOURCE_SEPARATOR.join(s if s == "elpv" else str(Path(s).resolve()) for s in images)
+        paths = image_source_paths(source)
         teacher, metadata = distill_teacher(paths, backbone=backbone, steps=steps, image_size=image_size,
                                             batch_size=batch_size, seed=seed, source=source,
                                             weights=str(weights) if weights else None, max_time=max_time, lr=lr,
@@ -418,6 +419,71 @@ def distill_teacher_command(backbone, images, out, steps, max_time, lr, image_si
                    + ("" if out else f" (EfficientAD with backbone={backbone} finds it there)"))
 
     _run(action)
+
+
+@main.command(name="export")
+@click.argument("model_path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--format", "export_format", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Bundle folder to write (model.onnx + vadkit-edge.json), for vadkit.edge.Runtime.")
+@click.option("--check", "check_data", type=click.Path(path_type=Path, exists=True), default=None,
+              help="Folder of real images (searched recursively): run the PyTorch model and the export on them "
+                   "and report the largest score and map differences (exit code 1 beyond 1e-4 relative).")
+@click.option("--check-images", type=click.IntRange(min=1), default=32, show_default=True,
+              help="How many images of --check to compare (spread evenly over the folder).")
+@click.option("--int8", "calibration", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Also write an int8 bundle to OUT/int8, calibrated on this folder of normal images.")
+@click.option("--verbose", is_flag=True, help="Show the ONNX exporter's own messages and warnings.")
+@threads_option
+def export_command(model_path, export_format, out, check_data, check_images, calibration, verbose):
+    """Export MODEL_PATH (a .vad file) as one ONNX graph with its preprocessing, thresholds and provenance."""
+
+    def action():
+        from vadkit.data import list_images
+        from vadkit.edge.bundle import ONNX_NAME
+        from vadkit.edge.export import export_model
+        from vadkit.edge.parity import check_parity
+        from vadkit.errors import DataError
+        from vadkit.models import load_model
+
+        model = load_model(model_path)
+        export_model(model, out, source=model_path, verbose=verbose)
+        bundles = [("fp32", out)]
+        click.echo(f"wrote {out}: {model.name} as one ONNX graph, {_mib((out / ONNX_NAME).stat().st_size)}")
+        if calibration is not None:
+            from vadkit.edge.quantize import quantize_bundle
+
+            quantize_bundle(out, out / "int8", list_images(calibration, recursive=True) or _no_images(calibration))
+            bundles.append(("int8", out / "int8"))
+            click.echo(f"wrote {out / 'int8'}: int8 (calibrated on {calibration}), "
+                       f"{_mib((out / 'int8' / ONNX_NAME).stat().st_size)}")
+        if check_data is None:
+            return
+        paths = list_images(check_data, recursive=True) if check_data.is_dir() else [check_data]
+        if not paths:
+            raise DataError(f"no images in {check_data} (searched recursively) to check the export on")
+        step = max(1, len(paths) // check_images)
+        paths = paths[::step][:check_images]
+        failed = False
+        for precision, bundle in bundles:
+            report = check_parity(model, bundle, paths)
+            verdict = "within" if report["within_tolerance"] else "BEYOND"
+            agree = "" if report["labels_agree"] is None else f", labels agree on {report['labels_agree']:.1%}"
+            click.echo(f"{precision} parity on {report['n_images']} images: score max |diff| "
+                       f"{report['score_max_abs']:.3g} ({report['score_max_rel']:.2g} relative), map "
+                       f"{report['map_max_abs']:.3g} ({report['map_max_rel']:.2g} relative){agree}: {verdict} "
+                       f"{report['tolerance']:g}")
+            failed |= precision == "fp32" and not report["within_tolerance"]
+        if failed:
+            sys.exit(1)
+
+    _run(action)
+
+
+def _no_images(folder):
+    from vadkit.errors import DataError
+
+    raise DataError(f"no images in {folder} (searched recursively) to calibrate the int8 export on")
 
 
 def _mib(n: int | float) -> str:

@@ -303,3 +303,25 @@ def test_device_is_runtime_state_and_a_bad_device_is_a_clear_error(fitted, tmp_p
     saved = torch.load(fitted.save(tmp_path / "m.vad"), weights_only=True)
     assert "device" not in saved["params"] and "device" not in saved["state"]
     assert all(value.device.type == "cpu" for value in saved["state"].values() if isinstance(value, torch.Tensor))
+
+
+def test_every_method_exports_as_one_onnx_graph_within_parity_tolerance(fitted, split, tmp_path):
+    """The whole inference graph in one ONNX file, run by the torch-free runtime on the test images at another
+    batch size than the export traced (the batch dimension is free): scores and maps within 1e-4 relative."""
+    from vadkit.edge import Runtime, check_parity, export_model
+    from vadkit.edge.parity import PARITY_TOLERANCE
+
+    fitted.calibrate(split.val if split.val else split.train, progress=False)
+    bundle = export_model(fitted, tmp_path / "bundle")
+    paths = [sample.image_path for sample in split.test]
+    report = check_parity(fitted, bundle, paths, batch_size=3)
+    assert report["n_images"] == len(paths) == 8
+    assert report["score_max_rel"] <= PARITY_TOLERANCE and report["map_max_rel"] <= PARITY_TOLERANCE, report
+    runtime = Runtime(bundle)
+    assert runtime.method == fitted.name and runtime.threshold == fitted.threshold
+    results, reference = runtime.predict(paths), fitted.predict(paths, progress=False)
+    assert results[0]["map"].shape == tuple(fitted.input_size_)
+    # labels agree wherever the score is not within the tolerance of the threshold (a tiny model's scores
+    # can sit on it)
+    clear = np.abs(reference.scores - fitted.threshold) > PARITY_TOLERANCE * np.abs(reference.scores).max()
+    assert [r["label"] for r, c in zip(results, clear) if c] == list(reference.labels[clear])

@@ -212,6 +212,7 @@ def test_distill_teacher_pools_repeated_image_sources(mvtec_folder, tmp_path):
     n_test = len([p for p in (mvtec_folder / "test").rglob("*.png")])
     assert metadata["n_images"] == 12 + n_test
     assert metadata["images"] == f"{(mvtec_folder / 'train').resolve()} + {(mvtec_folder / 'test').resolve()}"
+    assert len(image_source_paths(metadata["images"])) == metadata["n_images"]  # EfficientAD's penalty reads it
 
 
 def test_distillation_stops_at_max_time_and_records_the_steps_taken(mvtec_folder):

@@ -81,6 +81,7 @@ from torch import nn
 from vadkit.errors import ParameterError, VadkitError
 from vadkit.models.backbone_model import BackboneModel, check_sigma
 from vadkit.models.trained import TrainedModel, check_number
+from vadkit.ops.knn import query_chunks
 from vadkit.ops.patch_features import flatten_patches, pyramid_embedding
 from vadkit.ops.smoothing import to_image_maps
 
@@ -111,8 +112,8 @@ def nearest_centres(queries: torch.Tensor, centres: torch.Tensor, k: int) -> tor
     and as fast as faiss' flat index. The search is CFA's largest cost (see the module docstring)."""
     centre_norms = centres.pow(2).sum(1)
     rows = max(1, SEARCH_BUDGET // centres.shape[0])
-    parts = [torch.addmm(centre_norms, queries[start:start + rows], centres.T, alpha=-2.0)
-             .topk(k, dim=1, largest=False).indices for start in range(0, queries.shape[0], rows)]
+    parts = [torch.addmm(centre_norms, queries[chunk], centres.T, alpha=-2.0).topk(k, dim=1, largest=False).indices
+             for chunk in query_chunks(queries.shape[0], rows)]
     return torch.cat(parts)
 
 

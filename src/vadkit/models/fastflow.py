@@ -142,7 +142,7 @@ class StageFlow(nn.Module):
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.norm(features)
-        log_det = torch.zeros(len(z), device=z.device, dtype=z.dtype)
+        log_det = z.new_zeros(z.shape[:1])  # not len(z): an int would freeze the batch size into an export
         for step in self.steps:
             z, step_log_det = step(z)
             log_det = log_det + step_log_det

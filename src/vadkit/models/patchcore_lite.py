@@ -66,6 +66,7 @@ import torch
 
 from vadkit.errors import ParameterError, VadkitError
 from vadkit.models.patchcore import PatchCore, PatchCoreGraph
+from vadkit.ops.knn import query_chunks
 
 RERANK_MODES = ("sq8", "fp16", "decoded")
 #: dimensions per PQ sub-vector when ``pq_subquantizers`` is left to its default (M = d / 4)
@@ -428,8 +429,8 @@ class PatchCoreLiteGraph(PatchCoreGraph):
         m, n = self.codes.shape[1], self.codes.shape[0]
         candidates = min(max(k, self.rerank_k), n)
         found = []
-        for start in range(0, queries.shape[0], self.query_chunk):
-            query = queries[start:start + self.query_chunk]
+        for chunk in query_chunks(queries.shape[0], self.query_chunk):
+            query = queries[chunk]
             parts = query.view(query.shape[0], m, -1)                                      # (Q, M, d/M)
             tables = ((parts[:, :, None, :] - self.codebooks[None]) ** 2).sum(-1)         # (Q, M, K)
             adc = sum(tables[:, j, self.codes[:, j]] for j in range(m))                    # (Q, n)

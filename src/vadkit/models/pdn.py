@@ -143,11 +143,18 @@ def channel_statistics(maps: Sequence[torch.Tensor] | Callable[[], Any]) -> tupl
 # ---------------------------------------------------------------- images
 
 
+#: joins several image sources into one (``"elpv + /data/bottle/train"``): pooled distillation / penalty images
+SOURCE_SEPARATOR = " + "
+
+
 def image_source_paths(source: str | Path) -> list[Path]:
-    """The image files of a distillation / penalty source: ``"elpv"`` (the elpv-dataset package's cells) or a
-    folder (searched recursively)."""
+    """The image files of a distillation / penalty source: ``"elpv"`` (the elpv-dataset package's cells), a
+    folder (searched recursively), or several of those joined by :data:`SOURCE_SEPARATOR` (pooled, in order)."""
     from vadkit.data import list_images
 
+    parts = str(source).split(SOURCE_SEPARATOR)
+    if len(parts) > 1:
+        return [path for part in parts for path in image_source_paths(part)]
     if str(source) == "elpv":
         from vadkit.data.elpv import elpv_data_dir
 

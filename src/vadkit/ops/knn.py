@@ -13,6 +13,16 @@ import numpy as np
 import torch
 
 
+def query_chunks(n_queries: int, chunk: int) -> list[slice]:
+    """Slices that cut ``n_queries`` rows into chunks of ``chunk`` (bounded memory in eager torch), or one
+    slice of everything while ``torch.export`` traces the graph: a Python loop over a size that grows with the
+    batch would freeze the batch size into an exported model (ONNX Runtime then holds one batch's whole
+    distance matrix, which a batch of one image keeps small)."""
+    if torch.compiler.is_exporting():
+        return [slice(None)]
+    return [slice(start, start + chunk) for start in range(0, n_queries, chunk)]
+
+
 class NearestNeighbours:
     """Exact L2 search: ``search(queries, k)`` returns Euclidean (not squared) distances and indices."""
 
