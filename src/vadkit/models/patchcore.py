@@ -289,13 +289,21 @@ class PatchCoreGraph(torch.nn.Module):
         return nearest_rows(queries, self.bank, k=k)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = pyramid_embedding(self.extractor(images), self.layers, self.patch_size)
+        return self.score(self.embed(images), tuple(images.shape[-2:]))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The device half of a split deployment: images -> locally aware patch features (B, C, h, w)."""
+        return pyramid_embedding(self.extractor(images), self.layers, self.patch_size)
+
+    def score(self, embedding: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The server half: patch features (B, C, h, w) -> scores (B,) and maps (B, H, W) at ``size`` (the
+        features may have crossed a link through a lossy codec, :mod:`vadkit.edge.codecs`)."""
         b, c, h, w = embedding.shape
         patches = embedding.permute(0, 2, 3, 1).reshape(b, h * w, c)
         nearest = self.search(patches.reshape(-1, c), 1)[:, 0].view(b, h * w)
         distances = (patches - self.bank[nearest]).norm(dim=2)                  # (B, P), exact
-        maps = to_image_maps(distances.view(b, h, w), tuple(images.shape[-2:]), self.sigma)
-        rows = torch.arange(b, device=images.device)
+        maps = to_image_maps(distances.view(b, h, w), size, self.sigma)
+        rows = torch.arange(b, device=embedding.device)
         worst = distances.argmax(dim=1)
         m_test, m_star = patches[rows, worst], self.bank[nearest[rows, worst]]
         neighbours = None
