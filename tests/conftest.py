@@ -133,3 +133,21 @@ def assert_reloads_identically(model, test, prediction, path: Path) -> None:
     again = vadkit.load(model.save(path)).predict(test, progress=False)
     np.testing.assert_array_equal(again.scores, prediction.scores)
     np.testing.assert_array_equal(again.maps, prediction.maps)
+
+
+@pytest.fixture(scope="session")
+def separated_patchcore(mvtec_folder):
+    """A small PatchCore fitted and calibrated on ``mvtec_folder``, its image threshold moved into the middle of
+    the gap between the classes' scores. An F1-optimal threshold sits exactly on a calibration image's score,
+    where a 1e-7 difference (PyTorch against ONNX, one batch against another) flips a label; in the gap, label
+    comparisons mean something. Shared by the export and serving tests; do not modify it."""
+    import vadkit
+    from vadkit.data import load_split
+
+    split = load_split("mvtec", mvtec_folder)
+    model = vadkit.create_model("patchcore", image_size=64).fit(split.train, progress=False)
+    model.calibrate(split.test, progress=False)
+    scores = model.predict(split.test, progress=False).scores
+    labels = np.array([s.label for s in split.test])
+    model.threshold = float(scores[labels == 0].max() + scores[labels == 1].min()) / 2
+    return model

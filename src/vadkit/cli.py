@@ -1,5 +1,5 @@
-"""The ``vadkit`` command line: train, test, predict, eval, compare, report, demo, distill-teacher, export, profile,
-bench.
+"""The ``vadkit`` command line: train, test, predict, eval, compare, report, demo, distill-teacher, export, serve,
+profile, bench.
 
 Heavy libraries (torch, faiss) are imported inside the commands, never at module level, so that
 ``vadkit --help`` answers instantly (a test checks that torch is not imported). Errors vadkit raises on
@@ -476,6 +476,46 @@ def export_command(model_path, export_format, out, check_data, check_images, cal
             failed |= precision == "fp32" and not report["within_tolerance"]
         if failed:
             sys.exit(1)
+
+    _run(action)
+
+
+@main.command(name="serve")
+@click.argument("model_path", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface; the server has no authentication).")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8000, show_default=True)
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Most images the model runs at once (concurrent requests are batched together).")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Longest a request waits for others to share its batch.")
+@click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Most images waiting for the model; beyond that a request gets 503 with Retry-After.")
+@click.option("--max-upload-mib", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+              help="Largest upload accepted (413 beyond).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="The model's threads: torch and faiss for a .vad file, onnxruntime for a bundle (default: the "
+                   "CPUs available to this process; onnxruntime's own choice for a bundle).")
+def serve_command(model_path, host, port, max_batch, max_wait_ms, max_queue, max_upload_mib, threads):
+    """Serve MODEL_PATH (a .vad file, or a folder written by `vadkit export`) over HTTP: POST /predict (an image
+    -> score, label, optional heatmap), GET /health, GET /metrics (Prometheus), the schema at /openapi.json."""
+
+    def action():
+        from vadkit.errors import VadkitError
+
+        try:
+            import uvicorn
+
+            from vadkit.serve.app import create_app
+        except ImportError as error:
+            raise VadkitError(f"vadkit serve needs fastapi, uvicorn and python-multipart ({error}): "
+                              "pip install 'vadkit[serve]'") from None
+        app = create_app(model_path, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                         max_upload_bytes=max(1, int(max_upload_mib * 2**20)), threads=threads)
+        predictor = app.state.predictor
+        click.echo(f"serving {model_path} ({predictor.method}, input {predictor.input_size[0]}x"
+                   f"{predictor.input_size[1]}) on http://{host}:{port} (schema: /openapi.json, docs: /docs)")
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
     _run(action)
 
