@@ -35,7 +35,8 @@ def median_ms(call, batch: np.ndarray, repeats: int) -> float:
     return float(np.median(times)) * 1e3 / len(batch)
 
 
-def run(dataset: str, methods: list[str], threads: int, calibration_images: int, repeats: int, out: Path) -> list:
+def run(dataset: str, methods: list[str], threads: int, calibration_images: int, calibrations: list[str],
+        repeats: int, out: Path) -> list:
     import torch
 
     import vadkit
@@ -59,7 +60,8 @@ def run(dataset: str, methods: list[str], threads: int, calibration_images: int,
         fp32 = export_model(model, scratch / method)
         step = max(1, len(split.train) // calibration_images)
         calibration = [s.image_path for s in split.train][::step][:calibration_images]
-        int8 = quantize_bundle(fp32, scratch / f"{method}_int8", calibration)
+        int8 = {calibrate: quantize_bundle(fp32, scratch / f"{method}_int8_{calibrate}", calibration, method=calibrate)
+                for calibrate in calibrations}
         arrays = np.stack([test[i]["image"].numpy() for i in range(len(test))])
         reference = model.predict(torch.from_numpy(arrays), progress=False)
         batch1, batch8 = arrays[:1], arrays[:8]
@@ -69,7 +71,7 @@ def run(dataset: str, methods: list[str], threads: int, calibration_images: int,
                 model.predict(torch.from_numpy(batch), batch_size=len(batch), progress=False)
 
         variants = [("pytorch", None, torch_call, reference.scores, reference.maps, model_file.stat().st_size)]
-        for precision, bundle in (("onnx fp32", fp32), ("onnx int8", int8)):
+        for precision, bundle in (("onnx fp32", fp32), *((f"onnx int8 {c}", b) for c, b in int8.items())):
             runtime = Runtime(bundle, threads=threads)
             scores, maps = zip(*(runtime.run(arrays[i:i + 8]) for i in range(0, len(arrays), 8)))
             variants.append((precision, runtime, runtime.run, np.concatenate(scores), np.concatenate(maps),
@@ -105,13 +107,16 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["patchcore", "padim", "stfpm"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calibration-images", type=int, default=32)
+    parser.add_argument("--calibrations", nargs="+", default=["minmax", "percentile"],
+                        help="int8 calibration methods, one int8 bundle each")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "export")
     args = parser.parse_args()
     from vadkit.threads import set_threads
 
     set_threads(args.threads)
-    print(table(run(args.dataset, args.methods, args.threads, args.calibration_images, args.repeats, args.out)))
+    print(table(run(args.dataset, args.methods, args.threads, args.calibration_images, args.calibrations,
+                    args.repeats, args.out)))
 
 
 if __name__ == "__main__":

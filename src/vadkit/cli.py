@@ -433,9 +433,15 @@ def distill_teacher_command(backbone, images, out, steps, max_time, lr, image_si
               help="How many images of --check to compare (spread evenly over the folder).")
 @click.option("--int8", "calibration", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="Also write an int8 bundle to OUT/int8, calibrated on this folder of normal images.")
+@click.option("--int8-images", "calibration_images", type=click.IntRange(min=1), default=32, show_default=True,
+              help="How many images of --int8 to calibrate on (spread evenly over the folder).")
+@click.option("--int8-calibration", "calibration_method", type=click.Choice(["percentile", "minmax", "entropy"]),
+              default="percentile", show_default=True,
+              help="How activation ranges are chosen from the calibration images (see vadkit.edge.quantize).")
 @click.option("--verbose", is_flag=True, help="Show the ONNX exporter's own messages and warnings.")
 @threads_option
-def export_command(model_path, export_format, out, check_data, check_images, calibration, verbose):
+def export_command(model_path, export_format, out, check_data, check_images, calibration, calibration_images,
+                   calibration_method, verbose):
     """Export MODEL_PATH (a .vad file) as one ONNX graph with its preprocessing, thresholds and provenance."""
 
     def action():
@@ -453,9 +459,12 @@ def export_command(model_path, export_format, out, check_data, check_images, cal
         if calibration is not None:
             from vadkit.edge.quantize import quantize_bundle
 
-            quantize_bundle(out, out / "int8", list_images(calibration, recursive=True) or _no_images(calibration))
+            normals = list_images(calibration, recursive=True) or _no_images(calibration)
+            normals = normals[::max(1, len(normals) // calibration_images)][:calibration_images]
+            quantize_bundle(out, out / "int8", normals, method=calibration_method)
             bundles.append(("int8", out / "int8"))
-            click.echo(f"wrote {out / 'int8'}: int8 (calibrated on {calibration}), "
+            click.echo(f"wrote {out / 'int8'}: int8 ({calibration_method} calibration on {len(normals)} images of "
+                       f"{calibration}), "
                        f"{_mib((out / 'int8' / ONNX_NAME).stat().st_size)}")
         if check_data is None:
             return

@@ -150,6 +150,7 @@ def test_int8_quantisation_writes_a_smaller_bundle_that_still_ranks_images(model
     spec = read_bundle(int8)
     assert spec["precision"] == "int8" and spec["quantization"]["calibration_images"] == 12
     assert spec["quantization"]["fp32_onnx_sha256"] == read_bundle(bundle)["onnx_sha256"]
+    assert spec["quantization"]["calibration"] == "percentile" and spec["quantization"]["kept_float"] == 2
     assert spec["threshold"] == model.threshold
     assert (int8 / ONNX_NAME).stat().st_size < (bundle / ONNX_NAME).stat().st_size
     paths = [s.image_path for s in split.test]
@@ -165,6 +166,20 @@ def test_int8_quantisation_writes_a_smaller_bundle_that_still_ranks_images(model
         quantize_bundle(bundle, tmp_path / "x", calibration, method="magic")
 
 
+def test_the_map_smoothing_convolutions_stay_float_and_only_they(bundle):
+    import onnx
+
+    from vadkit.edge.quantize import map_smoothing_convs
+
+    graph = onnx.load(str(bundle / ONNX_NAME)).graph
+    weights = {init.name: tuple(init.dims) for init in graph.initializer}
+    convs = {node.name: weights.get(node.input[1]) for node in graph.node if node.op_type == "Conv"}
+    kept = map_smoothing_convs(bundle / ONNX_NAME)
+    # the separable Gaussian: a 1 x k and a k x 1 kernel on one channel; every backbone conv has more channels
+    assert sorted(convs[name][2:] for name in kept) == sorted([(1, convs[kept[0]][3]), (convs[kept[0]][3], 1)])
+    assert all(shape[:2] != (1, 1) for name, shape in convs.items() if name not in kept)
+
+
 def test_export_command_writes_checks_and_quantises(model, split, mvtec_folder, tmp_path):
     from vadkit.cli import main
 
@@ -172,11 +187,15 @@ def test_export_command_writes_checks_and_quantises(model, split, mvtec_folder, 
     out = tmp_path / "bundle"
     result = CliRunner().invoke(main, ["export", str(model_path), "--out", str(out), "--check",
                                        str(mvtec_folder / "test"), "--check-images", "4", "--int8",
-                                       str(mvtec_folder / "train"), "--threads", "1"])
+                                       str(mvtec_folder / "train"), "--int8-images", "5", "--int8-calibration",
+                                       "minmax", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "patchcore as one ONNX graph" in result.output and "fp32 parity on 4 images" in result.output
     assert "within 0.0001" in result.output and "int8 parity on 4 images" in result.output
     assert read_bundle(out)["source_model"]["path"] == str(model_path)
     assert read_bundle(out / "int8")["precision"] == "int8"
+    assert read_bundle(out / "int8")["quantization"]["calibration"] == "minmax"
+    assert read_bundle(out / "int8")["quantization"]["calibration_images"] == 5
+    assert "minmax calibration on 5 images" in result.output
     missing = CliRunner().invoke(main, ["export", str(tmp_path / "nope.vad"), "--out", str(out)])
     assert missing.exit_code == 2 and "model file not found" in missing.output
