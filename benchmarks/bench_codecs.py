@@ -128,17 +128,58 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """The rate-accuracy plot: bytes per image (log scale) against image AUROC and pixel F1-max, one line per
+    family of codecs (feature codecs by rate, JPEG by quality) and dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = {"features": lambda c: not c.startswith("jpeg"), "JPEG of the image": lambda c: c.startswith("jpeg")}
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for axis, key, label in ((axes[0], "image_auroc", "image AUROC"), (axes[1], "pixel_f1_max", "pixel F1-max")):
+        for dataset in sorted({r["dataset"] for r in rows}):
+            for family, member in families.items():
+                points = sorted((r["bytes"], r[key], r["codec"]) for r in rows
+                                if r["dataset"] == dataset and member(r["codec"]) and r[key] is not None)
+                if not points:
+                    continue
+                x, y, names = zip(*points)
+                axis.plot(x, y, marker="o" if family == "features" else "s", label=f"{dataset}: {family}")
+                for xi, yi, name in points:
+                    axis.annotate(name, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        axis.set_xscale("log")
+        axis.set_xlabel("bytes sent per image")
+        axis.set_ylabel(label)
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["battery_weld", "magnetic_tile"], choices=sorted(DATASETS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "codecs")
+    parser.add_argument("--plot", type=Path, default=Path(__file__).parent.parent / "docs" / "figures" /
+                        "codecs_rate_accuracy.png", help="where the rate-accuracy plot goes")
+    parser.add_argument("--replot", action="store_true", help="redraw the table and plot from --out, run nothing")
     args = parser.parse_args()
+    if args.replot:
+        rows = [row for dataset in args.datasets if (args.out / f"{dataset}.json").exists()
+                for row in json.loads((args.out / f"{dataset}.json").read_text())]
+        print(table(rows))
+        plot(rows, args.plot)
+        return
     from vadkit.threads import set_threads
 
     set_threads(args.threads)
     rows = [row for dataset in args.datasets for row in run(dataset, args.out)]
     print(table(rows))
+    plot(rows, args.plot)
 
 
 if __name__ == "__main__":
