@@ -9,7 +9,9 @@ the map post-processing need float range (a distance of two int8 vectors loses t
 anomaly score is made of). Nor are the single-channel convolutions of the map post-processing (the separable
 Gaussian smoothing): their inputs are the anomaly maps themselves, and 256 levels over a map's range flattened
 it (measured: PatchCore on battery_weld, pixel AUROC 0.924 fp32 -> 0.500 with them quantised). Accuracy, size and latency against fp32 are measured in
-``benchmarks/bench_export.py`` (BENCHMARKS.md).
+``benchmarks/bench_export.py`` (BENCHMARKS.md): on an AVX2 CPU without VNNI int8 is smaller but not faster, and
+its scores move by a large fraction of their scale, so the fp32 thresholds the bundle carries are only a starting
+point: recalibrate them on the int8 bundle's scores of labelled images.
 """
 
 from __future__ import annotations
