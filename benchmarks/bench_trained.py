@@ -159,7 +159,9 @@ def main() -> None:
         print_table()
         return
     params = dict(_parse(item) for item in args.param)
-    suffix = "".join(f"_{item}" for item in args.param) + (f"_{args.tag}" if args.tag else "")
+    # a parameter's value may be a path (teacher=/tmp/t.pt): its file name stands for it in the results' name
+    suffix = "".join(f"_{key}={Path(str(value)).name}" for key, value in params.items()) + \
+        (f"_{args.tag}" if args.tag else "")
     OUT.mkdir(parents=True, exist_ok=True)
     if args.one:
         rows = run(args.one[0], args.one[1], sorted(args.budgets), args.threads, params)

@@ -37,7 +37,10 @@ Deviations, stated:
 * the teacher: the paper distils WideResNet-101 features on ImageNet for 60,000 steps; neither is available
   offline here, so the teacher is distilled by ``vadkit distill-teacher`` from an offline backbone
   (MobileNetV2 by default) on any folder of images or the ELPV cells, for a CPU budget of steps (see
-  :mod:`vadkit.models.pdn`); the teacher's weights travel inside the model file (it is the model's backbone);
+  :mod:`vadkit.models.pdn`); the teacher's weights travel inside the model file (it is the model's backbone).
+  Its cost, measured: 18.6 s per step of 16 images on 2 CPU cores (99 steps in 30 minutes, loss 0.81 -> 0.75),
+  so the paper's 60,000 steps would take about 13 days here; a teacher of a few hundred steps is far from the
+  paper's, and EfficientAD's accuracy here measures that teacher (BENCHMARKS.md, issue 13);
 * the penalty images: the paper's ImageNet is replaced by the teacher's distillation images (its file records
   their source), or ``penalty_images=<folder or elpv>``;
 * the map quantiles are computed on the validation images given to ``fit(val=...)``, or on the training
