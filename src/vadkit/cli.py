@@ -717,5 +717,30 @@ def bench_run(config, out, executor, address, workers, threads, quiet):
     _run(action)
 
 
+@main.group()
+def continual() -> None:
+    """Continual learning: learn tasks (products) one after another, evaluate on every task seen after each."""
+
+
+@continual.command(name="run")
+@click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Folder for results.json, results.md and r_matrix.png.")
+@quiet_option
+def continual_run(config, out, quiet):
+    """Run the task stream of CONFIG (YAML: tasks, method, method_params, strategy, params, metrics)."""
+
+    def action():
+        from vadkit.continual import run_config
+
+        results, files = run_config(config, out, progress=False if quiet else None)
+        first = results.metrics[0]
+        average, bwt = results.average(first)[-1], results.bwt(first)
+        click.echo(f"{results.info['strategy']} over {len(results.tasks)} tasks: final average {first} "
+                   f"{average:.3f}, BWT {bwt:.3f}; wrote {', '.join(str(path) for path in files.values())}")
+
+    _run(action)
+
+
 if __name__ == "__main__":
     main()

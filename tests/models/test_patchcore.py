@@ -139,3 +139,19 @@ def test_invalid_parameters_are_rejected():
         PatchCore(coreset_ratio=0.0)
     with pytest.raises(ValueError):
         PatchCore(num_neighbours=0)
+
+
+def test_with_memory_bank_scores_against_the_given_bank_and_leaves_the_model_alone(fitted, split):
+    test = ImageDataset(split.test, fitted.transform)
+    from vadkit.errors import ParameterError
+
+    own = fitted.predict(test, progress=False)
+    same = fitted.with_memory_bank(fitted.memory_bank_.clone())
+    np.testing.assert_array_equal(same.predict(test, progress=False).scores, own.scores)
+    half = fitted.with_memory_bank(fitted.memory_bank_[: len(fitted.memory_bank_) // 2])
+    assert half.extractor is fitted.extractor and len(half.memory_bank_) == len(fitted.memory_bank_) // 2
+    # a subset of the bank: every patch is at least as far from its nearest row (maps are non-negative blends)
+    assert (half.predict(test, progress=False).maps >= own.maps - 1e-4).all()
+    np.testing.assert_array_equal(fitted.predict(test, progress=False).scores, own.scores)  # the model is unchanged
+    with pytest.raises(ParameterError, match="memory bank"):
+        fitted.with_memory_bank(torch.zeros(3, 5))

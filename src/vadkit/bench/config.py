@@ -35,7 +35,8 @@ from typing import Any
 
 from vadkit.errors import VadkitError
 
-__all__ = ["BenchConfig", "Cell", "ConfigError", "DatasetSpec", "MethodSpec", "ProfileSpec", "load_config"]
+__all__ = ["BenchConfig", "Cell", "ConfigError", "DatasetSpec", "MethodSpec", "ProfileSpec", "load_config",
+           "parse_dataset"]
 
 _TOP_KEYS = {"name", "datasets", "methods", "backbones", "seeds", "profile", "threads"}
 _DATASET_KEYS = {"name", "path", "layout", "options"}
@@ -168,6 +169,12 @@ def parse_config(raw: Any, path: Path) -> BenchConfig:
     return BenchConfig(name=name.strip(), path=path, datasets=datasets, methods=methods, backbones=backbones,
                        seeds=seeds, profile=_profile(raw.get("profile", False), f"{where}: profile"),
                        threads=threads, raw=raw)
+
+
+def parse_dataset(entry: Any, where: str, base: Path) -> DatasetSpec:
+    """One ``datasets:`` entry checked and its path resolved against ``base`` (the config file's folder); ``where``
+    names the entry in errors. Other configs that list datasets (``vadkit.continual``'s tasks) read them with this."""
+    return _dataset(entry, where, base)
 
 
 def _dataset(entry: Any, where: str, base: Path) -> DatasetSpec:

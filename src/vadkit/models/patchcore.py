@@ -173,6 +173,22 @@ class PatchCore(BackboneModel):
             "reduce_s": result.reduce_seconds,
         }
 
+    def with_memory_bank(self, bank: torch.Tensor) -> PatchCore:
+        """A copy of this fitted model that scores against ``bank`` (n, C) instead of its own bank; the backbone
+        and parameters are shared, not copied. For methods built on several banks of one backbone (the
+        per-task banks of :mod:`vadkit.continual`)."""
+        import copy
+
+        self._check_fitted("with_memory_bank")
+        if bank.ndim != 2 or bank.shape[1] != self.memory_bank_.shape[1] or bank.shape[0] == 0:
+            raise ParameterError(f"a memory bank must be a non-empty (n, {self.memory_bank_.shape[1]}) tensor, "
+                                 f"got shape {tuple(bank.shape)}")
+        clone = copy.copy(self)
+        clone.memory_bank_ = bank.to(BANK_DTYPES[self.bank_dtype]).contiguous()
+        clone.coreset_info_ = {**self.coreset_info_, "bank_rows": int(bank.shape[0]), "replaced": True}
+        clone._index = None
+        return clone
+
     @property
     def index(self) -> NearestNeighbours:
         if self._index is None:

@@ -15,6 +15,11 @@ The shared loop (:func:`vadkit.models.training.train`) owns the rest: epochs and
 the budgets, validation on held-out normal images with early stopping and the best weights kept,
 ``history_``, progress with the loss, checkpoints and resuming.
 
+Warm start. ``fit(data, warm_start=True)`` continues from the current weights of a fitted model instead of
+building fresh networks: the same loop and budgets (a new optimiser, ``before_training`` on the new data),
+only the initial weights differ. Continual learning needs it (:mod:`vadkit.continual`: fine-tuning and
+replay keep training one model as new products arrive); on a model that is not fitted yet it is a normal fit.
+
 Budgets. Every trained method takes ``epochs``, ``max_steps`` and ``max_time`` (seconds of training), so
 a user caps any of them the same way (``--param max_time=300``); training stops at the first one reached.
 Defaults are chosen to train in minutes on a 2-core CPU; each method's docstring gives the paper's
@@ -121,18 +126,21 @@ class TrainedModel(AnomalyModel):
 
     # -- the contract -------------------------------------------------------------------------------
     def fit(self, data, *, val=None, batch_size: int | None = None, progress: bool | None = None,
-            checkpoint: str | Path | None = None, resume: bool = False) -> TrainedModel:
+            checkpoint: str | Path | None = None, resume: bool = False, warm_start: bool = False) -> TrainedModel:
         """Train on ``data`` (normal images), validating on ``val`` (normal images) when given.
 
         ``checkpoint``: a file the loop saves its whole state to (every ``validate_every`` steps or epoch,
         and at the end); with ``resume=True`` an existing checkpoint is continued, giving the same weights
         as an uninterrupted run. ``batch_size`` is that of the validation passes (training uses the
-        ``batch_size`` parameter).
+        ``batch_size`` parameter). ``warm_start``: continue from the current weights when the model is
+        already fitted (module docstring), instead of re-initialising the networks from ``seed``.
         """
         from vadkit.models.training import train
 
+        continuing = bool(warm_start) and self.fitted and bool(self.networks())
         dataset, val = self._begin_fit(data, val)
-        train(self, dataset, val, progress=progress, checkpoint=checkpoint, resume=resume, eval_batch_size=batch_size)
+        train(self, dataset, val, progress=progress, checkpoint=checkpoint, resume=resume, eval_batch_size=batch_size,
+              warm_start=continuing)
         self.fitted = True
         return self
 

@@ -23,7 +23,9 @@ What it owns, so that no method writes it again:
   depend on the data and seed alone) and ``after_training(dataset, val)`` once the best weights are restored,
   both without gradients and with the networks in eval mode;
 * progress: a bar over the steps (when the budget fixes their number) showing the loss;
-* device: batches go to ``model.device``.
+* device: batches go to ``model.device``;
+* warm start (``warm_start=True``): the networks already built and fitted are kept (no re-seeding, no
+  ``build_networks``), everything else is as above: what continual fine-tuning needs.
 """
 
 from __future__ import annotations
@@ -105,13 +107,15 @@ def validation_loss(model, val, batch_size: int | None) -> float:
 
 
 def train(model, dataset, val, *, progress: bool | None = None, checkpoint: str | Path | None = None,
-          resume: bool = False, eval_batch_size: int | None = None) -> None:
-    """Train ``model`` on ``dataset`` (validating on ``val``, may be None); see the module docstring."""
+          resume: bool = False, eval_batch_size: int | None = None, warm_start: bool = False) -> None:
+    """Train ``model`` on ``dataset`` (validating on ``val``, may be None); see the module docstring.
+    ``warm_start``: keep the model's current networks (already built) instead of building fresh ones."""
     from vadkit.progress import task
 
     n = len(dataset)
-    torch.manual_seed(model.seed)
-    model.build_networks()
+    if not warm_start:
+        torch.manual_seed(model.seed)
+        model.build_networks()
     model._move_to(model.device)
     model.train_mode(False)
     with torch.no_grad():
