@@ -727,6 +727,7 @@ def continual() -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Folder for results.json, results.md and r_matrix.png.")
 @quiet_option
+@threads_option
 def continual_run(config, out, quiet):
     """Run the task stream of CONFIG (YAML: tasks, method, method_params, strategy, params, metrics)."""
 
