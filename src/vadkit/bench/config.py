@@ -36,7 +36,7 @@ from typing import Any
 from vadkit.errors import VadkitError
 
 __all__ = ["BenchConfig", "Cell", "ConfigError", "DatasetSpec", "MethodSpec", "ProfileSpec", "load_config",
-           "parse_dataset"]
+           "no_unknown_keys", "parse_dataset", "read_yaml"]
 
 _TOP_KEYS = {"name", "datasets", "methods", "backbones", "seeds", "profile", "threads"}
 _DATASET_KEYS = {"name", "path", "layout", "options"}
@@ -131,16 +131,22 @@ class BenchConfig:
 
 def load_config(path: str | Path) -> BenchConfig:
     """Read and check a benchmark config (module docstring); a problem raises ConfigError naming the entry."""
+    path = Path(path)
+    return parse_config(read_yaml(path, "benchmark config", "give a YAML file; examples in benchmarks/configs/"),
+                        path)
+
+
+def read_yaml(path: Path, kind: str, hint: str) -> Any:
+    """The YAML document in ``path``, or a ConfigError naming the file: ``kind`` names the config in the
+    not-found message, ``hint`` says what to give. Every YAML config of vadkit is read with this."""
     import yaml
 
-    path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"benchmark config not found: {path} (give a YAML file; examples in benchmarks/configs/)")
+        raise ConfigError(f"{kind} not found: {path} ({hint})")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
-    return parse_config(raw, path)
 
 
 def parse_config(raw: Any, path: Path) -> BenchConfig:
@@ -148,7 +154,7 @@ def parse_config(raw: Any, path: Path) -> BenchConfig:
     where = str(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the config must be a mapping with name, datasets and methods")
-    _no_unknown(raw, _TOP_KEYS, where)
+    no_unknown_keys(raw, _TOP_KEYS, where)
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{where}: `name:` is required (a short name for the study, e.g. edge-study)")
@@ -180,7 +186,7 @@ def parse_dataset(entry: Any, where: str, base: Path) -> DatasetSpec:
 def _dataset(entry: Any, where: str, base: Path) -> DatasetSpec:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a mapping like {{name: weld, path: data/weld, layout: mvtec}}")
-    _no_unknown(entry, _DATASET_KEYS, where)
+    no_unknown_keys(entry, _DATASET_KEYS, where)
     name = _name(entry, where)
     layout = entry.get("layout", "mvtec")
     from vadkit.data.layouts import LAYOUTS
@@ -202,7 +208,7 @@ def _method(entry: Any, where: str) -> MethodSpec:
 
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a mapping like {{name: patchcore, params: {{coreset_ratio: 0.1}}}}")
-    _no_unknown(entry, _METHOD_KEYS, where)
+    no_unknown_keys(entry, _METHOD_KEYS, where)
     name = _name(entry, where)
     if name not in list_models():
         raise ConfigError(f"{where}: unknown method {name!r}; available: {', '.join(list_models())}")
@@ -232,7 +238,7 @@ def _profile(value: Any, where: str) -> ProfileSpec | None:
         return ProfileSpec()
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be true, false or a mapping of {', '.join(sorted(_PROFILE_KEYS))}")
-    _no_unknown(value, _PROFILE_KEYS, where)
+    no_unknown_keys(value, _PROFILE_KEYS, where)
     spec = ProfileSpec(**value)
     for key, low in (("batch_size", 1), ("repeats", 1), ("warmup", 0)):
         number = getattr(spec, key)
@@ -267,7 +273,8 @@ def _name(entry: dict, where: str) -> str:
     return name
 
 
-def _no_unknown(entry: dict, allowed: set[str], where: str) -> None:
+def no_unknown_keys(entry: dict, allowed: set[str], where: str) -> None:
+    """A ConfigError naming ``where`` and the allowed keys when ``entry`` has others."""
     unknown = sorted(set(entry) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vadkit.bench.config import ConfigError, DatasetSpec, parse_dataset
+from vadkit.bench.config import ConfigError, DatasetSpec, no_unknown_keys, parse_dataset, read_yaml
 
 __all__ = ["DEFAULT_METRICS", "ContinualConfig", "load_config", "parse_config"]
 
@@ -44,16 +44,8 @@ class ContinualConfig:
 
 def load_config(path: str | Path) -> ContinualConfig:
     """Read and check a continual config (module docstring); a problem raises ConfigError naming the entry."""
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"continual config not found: {path} (give a YAML file with tasks, method and strategy)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
-    return parse_config(raw, path)
+    return parse_config(read_yaml(path, "continual config", "give a YAML file with tasks, method and strategy"), path)
 
 
 def parse_config(raw: Any, path: Path) -> ContinualConfig:
@@ -65,9 +57,7 @@ def parse_config(raw: Any, path: Path) -> ContinualConfig:
     where = str(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the config must be a mapping with tasks, method and strategy")
-    unknown = sorted(set(raw) - _TOP_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(sorted(_TOP_KEYS))}")
+    no_unknown_keys(raw, _TOP_KEYS, where)
     entries = raw.get("tasks")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{where}: `tasks:` must be a non-empty list of datasets, e.g. "
