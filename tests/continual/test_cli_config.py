@@ -66,6 +66,8 @@ def test_cli_runs_a_trained_method_with_replay(two_tasks, tmp_path):
     ({"method": "patchcorr"}, "`method:` must be one of"),
     ({"method_params": {"coreset": 0.1}}, "method_params: unknown parameter(s) for patchcore: coreset"),
     ({"method": "stfpm", "method_params": {}}, "set `method: patchcore`"),
+    ({"strategy": "adapters", "params": {}}, "strategy adapters trains AdapTS adapters per task on one frozen "
+                                             "backbone: set `method: adapts` (got patchcore)"),
     ({"tasks": []}, "`tasks:` must be a non-empty list"),
     ({"tasks": [{"name": "a", "path": "x"}, {"name": "a", "path": "y"}]}, "'a' appears twice"),
     ({"tasks": [{"name": "a"}]}, "tasks[0]: `path:` is required"),

@@ -8,6 +8,7 @@ from vadkit.data import ImageDataset
 
 PATCHCORE = {"image_size": 64, "coreset_ratio": 0.25}
 STFPM = {"image_size": 64, "max_steps": 4, "batch_size": 4}
+ADAPTS = {"image_size": 64, "max_steps": 4, "batch_size": 4}
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +97,36 @@ def test_joint_refits_on_every_image_seen(stream):
     np.testing.assert_allclose(joint.predict(images).scores, fresh.model.predict(images).scores, rtol=1e-6)
 
 
+def test_adapters_pick_the_right_task_and_leave_earlier_tasks_untouched(stream):
+    adapters = make_strategy("adapters", "adapts", ADAPTS)
+    first_test = list(stream[0].test)
+    adapters.learn(0, stream[0], progress=False)
+    before = adapters.predict(first_test)
+    one_task = adapters.memory()["model"]
+    adapters.learn(1, stream[1], progress=False)
+    after = adapters.predict(first_test)
+    np.testing.assert_array_equal(after.scores, before.scores)  # task 0's adapters were not trained again
+    np.testing.assert_array_equal(after.maps, before.maps)
+    for j, task in enumerate(stream):
+        assert (adapters.predict(list(task.test)).task_ids["prototype"] == j).all()
+    # the memory is the adapters and prototypes of each task, nothing of the shared backbone
+    weights = sum(2 * c * c + 2 * c + 4 * c for c in (24, 32, 96)) * 4  # convs, BN affine and running stats
+    counters = 3 * 8                                                     # BN's int64 num_batches_tracked
+    prototype = (24 + 32 + 96) * 4
+    assert one_task == weights + counters + prototype and adapters.memory()["model"] == 2 * one_task
+    # an image of task 1 is scored with task 1's adapters: the same maps as task 1's model alone
+    model = adapters.model  # fitted last, on task 1
+    np.testing.assert_allclose(adapters.predict(list(stream[1].test)).maps,
+                               model.predict(list(stream[1].test), progress=False).maps, rtol=1e-5, atol=1e-7)
+
+
 def test_strategy_parameter_errors():
     from vadkit.errors import ParameterError
 
     with pytest.raises(ParameterError, match="patchcore"):
         make_strategy("task_banks", "padim", {"image_size": 64})
+    with pytest.raises(ParameterError, match="use method adapts"):
+        make_strategy("adapters", "stfpm", STFPM)
     with pytest.raises(ParameterError, match="selection"):
         make_strategy("task_banks", "patchcore", PATCHCORE, {"selection": "nearest"})
     with pytest.raises(ParameterError, match="budget_images"):

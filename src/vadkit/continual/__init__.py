@@ -2,7 +2,7 @@
 
 Production lines add products over time; retraining from scratch on every image ever seen is the upper bound
 (``joint``), naive fine-tuning the lower (``finetune``), and the strategies in between trade memory for
-remembering (``replay``, ``compressed_replay``, and for PatchCore ``task_banks``). This app composes the layers
+remembering (``replay``, ``compressed_replay``, for PatchCore ``task_banks``, for AdapTS ``adapters``). This app composes the layers
 below it (data, models, ``vadkit.runs``' evaluation) and adds the continual bookkeeping only::
 
     from vadkit.continual import TaskStream, make_strategy, run_stream, write_results

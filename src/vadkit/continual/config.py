@@ -6,7 +6,7 @@
       - {name: cable, path: ../data/cable}
     method: stfpm                        # a registered method (`vadkit train --help` lists them)
     method_params: {max_steps: 100}      # its constructor parameters
-    strategy: replay                     # finetune, joint, replay, compressed_replay or task_banks
+    strategy: replay                     # finetune, joint, replay, compressed_replay, task_banks or adapters
     params: {budget_images: 50}          # the strategy's parameters
     metrics: [image_auroc, pixel_auroc, pixel_aupro]   # optional (this is the default): registry keys
     device: cpu                          # optional: cpu (default), cuda or auto
@@ -85,9 +85,10 @@ def parse_config(raw: Any, path: Path) -> ContinualConfig:
     if wrong:
         raise ConfigError(f"{where}: params: unknown parameter(s) for strategy {strategy}: {', '.join(wrong)}; "
                           f"valid: {', '.join(valid) or 'none (remove `params:`)'}")
-    if strategy == "task_banks" and method != "patchcore":
-        raise ConfigError(f"{where}: strategy task_banks keeps one PatchCore memory bank per task: set "
-                          f"`method: patchcore` (got {method})")
+    needed = STRATEGIES[strategy].requires_method
+    if needed is not None and method != needed:
+        raise ConfigError(f"{where}: strategy {strategy} {STRATEGIES[strategy].requirement}: set "
+                          f"`method: {needed}` (got {method})")
     metrics = raw.get("metrics", list(DEFAULT_METRICS))
     if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
         raise ConfigError(f"{where}: `metrics:` must be a non-empty list of metric keys, e.g. {list(DEFAULT_METRICS)}")

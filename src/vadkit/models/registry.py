@@ -24,6 +24,7 @@ _MODULES = {
     "cfa": "vadkit.models.cfa",
     "efficientad": "vadkit.models.efficientad",
     "fastflow": "vadkit.models.fastflow",
+    "adapts": "vadkit.models.adapts",
 }
 
 

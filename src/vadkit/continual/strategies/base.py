@@ -67,10 +67,21 @@ class Strategy(ABC):
     name: ClassVar[str]
     #: True when the strategy picks a task per test image (it reports task-identification accuracy)
     predicts_task: ClassVar[bool] = False
+    #: the one method the strategy works with (None: any), and why, for the config's error message
+    requires_method: ClassVar[str | None] = None
+    requirement: ClassVar[str] = ""
 
     def __init__(self, make_model: Callable[[], Any]) -> None:
         self.make_model = make_model
         self.model = make_model()
+
+    def check_method(self) -> None:
+        """Refuse a model of another method than ``requires_method``."""
+        if self.requires_method is not None and self.model.name != self.requires_method:
+            from vadkit.errors import ParameterError
+
+            raise ParameterError(f"the {self.name} strategy {self.requirement}: use method {self.requires_method} "
+                                 f"(got {self.model.name})")
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -89,6 +100,17 @@ class Strategy(ABC):
     @abstractmethod
     def learn(self, index: int, task, progress: bool | None = None) -> None:
         """Learn task number ``index`` (a :class:`~vadkit.continual.stream.Task`), the tasks before it learned."""
+
+    def image_batches(self, samples, batch_size: int):
+        """Normalised image tensors (B, 3, H, W) of ``samples`` on the model's device, input size checked: for
+        strategies that run the model's parts themselves (task banks, adapters)."""
+        import torch
+
+        loader = torch.utils.data.DataLoader(self.model.as_dataset(samples), batch_size=batch_size)
+        for batch in loader:
+            images = batch["image"].to(self.model.device)
+            self.model._check_input_size(images)
+            yield images
 
     def predict(self, samples, progress: bool | None = None) -> StepPrediction:
         """Scores and maps of ``samples`` (default: the strategy's one model)."""

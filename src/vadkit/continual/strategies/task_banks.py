@@ -36,13 +36,13 @@ class TaskBanks(Strategy):
 
     name = "task_banks"
     predicts_task = True
+    requires_method = "patchcore"
+    requirement = "keeps one PatchCore memory bank per task"
 
     def __init__(self, make_model, *, budget_patches: int = 20000, selection: str = "prototype",
                  batch_size: int = 8) -> None:
         super().__init__(make_model)
-        if self.model.name != "patchcore":
-            raise ParameterError(f"the task_banks strategy keeps one PatchCore memory bank per task: use method "
-                                 f"patchcore (got {self.model.name})")
+        self.check_method()
         if isinstance(budget_patches, bool) or not isinstance(budget_patches, int) or budget_patches < 1:
             raise ParameterError(f"budget_patches must be an integer >= 1, got {budget_patches!r}")
         if selection not in SELECTIONS:
@@ -72,14 +72,8 @@ class TaskBanks(Strategy):
     @torch.inference_mode()
     def _pooled(self, samples) -> torch.Tensor:
         """(N, C) mean locally aware patch feature of each image."""
-        return torch.cat([self.model.embed(images).mean(dim=(2, 3)).float().cpu() for images in self._batches(samples)])
-
-    def _batches(self, samples):
-        loader = torch.utils.data.DataLoader(self.model.as_dataset(samples), batch_size=self.batch_size)
-        for batch in loader:
-            images = batch["image"].to(self.model.device)
-            self.model._check_input_size(images)
-            yield images
+        return torch.cat([self.model.embed(images).mean(dim=(2, 3)).float().cpu()
+                          for images in self.image_batches(samples, self.batch_size)])
 
     @torch.inference_mode()
     def predict(self, samples, progress: bool | None = None) -> StepPrediction:
@@ -88,7 +82,8 @@ class TaskBanks(Strategy):
         prototypes = torch.stack(self.prototypes)
         scores, maps, by_prototype, by_score = [], [], [], []
         total = self.model.n_batches(len(samples), self.batch_size)
-        for images in track(self._batches(samples), "task banks: predicting", total=total, enabled=progress):
+        batches = self.image_batches(samples, self.batch_size)
+        for images in track(batches, "task banks: predicting", total=total, enabled=progress):
             embedding = self.model.embed(images)
             size = tuple(images.shape[-2:])
             per_task = [scorer.score_embedding(embedding, size)[:2] for scorer in self._scorers]
