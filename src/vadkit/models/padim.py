@@ -25,7 +25,7 @@ Our measurements are in BENCHMARKS.md.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
