@@ -184,3 +184,54 @@ def test_the_hooks_run_around_training_with_the_data_and_the_kept_weights(split,
     longer = Hooked(**TINY, max_steps=8, validate_every=2)
     longer.fit(split.train, val=split.train[:4], progress=False, checkpoint=tmp_path / "ckpt", resume=True)
     assert [call[0] for call in calls] == ["before", "after"]  # a resumed training prepares again
+
+
+@pytest.mark.parametrize("n, batch_size, sizes", [
+    (43, 32, [32, 11]),        # the partial batch is kept: every image is seen once per epoch
+    (12, 4, [4, 4, 4]),
+    (13, 4, [4, 4, 5]),        # a lone last image joins the batch before it (no batch of one)
+    (3, 32, [3]),              # a set smaller than a batch is one batch
+    (1, 8, [1]),
+])
+def test_an_epoch_is_every_training_image_once(n, batch_size, sizes):
+    from vadkit.models.training import epoch_batches
+
+    batches = epoch_batches(n, batch_size)
+    assert [len(batch) for batch in batches] == sizes
+    assert [i for batch in batches for i in batch] == list(range(n))
+
+
+def test_training_sees_every_image_in_every_epoch(split, monkeypatch):
+    """9 training images at batch 4: the loop used to drop the last image of every epoch (2 steps of 4); now an
+    epoch is batches of 4 and 5, and `epochs=3` means 3 passes over all 9 images."""
+    from vadkit.models.stfpm import STFPM
+
+    seen = []
+    original = STFPM.training_step
+
+    def record(self, images):
+        seen.append(images.sum(dim=(1, 2, 3)))
+        return original(self, images)
+
+    monkeypatch.setattr(STFPM, "training_step", record)
+    train = split.train[:9]
+    model = stfpm(epochs=3).fit(train, progress=False)
+    assert model.history_[-1] == {"stop": "epochs=3", "step": 6, "epoch": 3}
+    assert [len(batch) for batch in seen] == [4, 5] * 3
+    reference = STFPM(**TINY, epochs=1).as_dataset(train)
+    expected = sorted(float(reference[i]["image"].sum()) for i in range(9))
+    for epoch in range(3):
+        sums = sorted(float(v) for v in torch.cat(seen[2 * epoch:2 * epoch + 2]))
+        assert sums == pytest.approx(expected, rel=1e-5)  # each image exactly once per epoch
+
+
+def test_starting_an_epoch_draws_nothing_from_the_global_rng(split):
+    """Methods draw their anomalies and augmentations from the global torch RNG; the loop's data loader must
+    not, or a run resumed mid-epoch (a new loader after the RNG state is restored) would diverge."""
+    from vadkit.models.training import _loader, epoch_batches
+
+    dataset = stfpm(epochs=1).as_dataset(split.train)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    next(iter(_loader(dataset, torch.arange(len(dataset)), epoch_batches(len(dataset), 4), 0, seed=3)))
+    assert torch.equal(torch.get_rng_state(), before)

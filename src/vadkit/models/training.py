@@ -6,9 +6,11 @@ What it owns, so that no method writes it again:
   weights) and one shuffling generator per epoch, seeded by ``(seed, epoch)``: the order of any epoch is
   known without replaying the ones before it, which is what lets a resumed run see the very batches the
   uninterrupted one would;
-* epochs and steps: batches of ``batch_size`` shuffled training images (the last, incomplete batch of an
-  epoch is dropped, as BatchNorm statistics of a batch of one are meaningless, unless the whole training set
-  is smaller than a batch);
+* epochs and steps: an epoch is one pass over *every* training image, in batches of ``batch_size`` shuffled
+  images; the last batch of an epoch holds what is left (43 images at batch 32: a batch of 32, then one of
+  11), except that a lone last image joins the batch before it (a batch of one gives BatchNorm no batch
+  statistics). Small normal sets are the common case in this field: dropping the partial batch would leave a
+  quarter of 43 images unseen in every epoch and make ``epochs=20`` mean 20 steps;
 * budgets: ``epochs``, ``max_steps``, ``max_time`` (seconds of training, validation included, summed over
   resumed runs); the first reached ends training;
 * validation: every ``validate_every`` steps (default: at each epoch end) the mean validation loss over the
@@ -65,14 +67,23 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
-def _batches_per_epoch(n: int, batch_size: int) -> int:
-    return max(1, n // batch_size)
+def epoch_batches(n: int, batch_size: int) -> list[range]:
+    """The positions (in the epoch's shuffled order) of each batch of an epoch over ``n`` images: every image
+    once, batches of ``batch_size`` and a last one with the rest; a lone last image joins the batch before it."""
+    batch_size = min(batch_size, n)
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [range(start, end) for start, end in zip(starts, starts[1:] + [n])]
 
 
-def _loader(dataset, indices: torch.Tensor, batch_size: int, num_workers: int):
-    subset = torch.utils.data.Subset(dataset, indices.tolist())
-    return torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                                       drop_last=False)
+def _loader(dataset, order: torch.Tensor, batches: list[range], num_workers: int, seed: int):
+    subset = torch.utils.data.Subset(dataset, order.tolist())
+    # A generator of its own: a DataLoader iterator otherwise draws its base seed from the global torch RNG,
+    # which the methods' random anomalies and augmentations also draw from, so a run resumed mid-epoch (a new
+    # iterator after the RNG state is restored) would draw different anomalies than the uninterrupted run.
+    return torch.utils.data.DataLoader(subset, batch_sampler=[list(batch) for batch in batches],
+                                       num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
 
 
 def _images(batch) -> torch.Tensor:
@@ -88,7 +99,7 @@ def total_steps(model, n_images: int) -> int | None:
     """The number of steps the budget allows, when the step or epoch budget fixes it (None: time only)."""
     limits = []
     if model.epochs is not None:
-        limits.append(model.epochs * _batches_per_epoch(n_images, model.batch_size))
+        limits.append(model.epochs * len(epoch_batches(n_images, model.batch_size)))
     if model.max_steps is not None:
         limits.append(model.max_steps)
     return min(limits) if limits else None
@@ -126,8 +137,8 @@ def train(model, dataset, val, *, progress: bool | None = None, checkpoint: str 
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if resume and checkpoint is not None and checkpoint.is_file():
         state = _load_checkpoint(checkpoint, model, optimizer, scheduler)
-    batch_size = min(model.batch_size, n)
-    per_epoch = _batches_per_epoch(n, batch_size)
+    batches_of_epoch = epoch_batches(n, model.batch_size)
+    per_epoch = len(batches_of_epoch)
     validate_every = model.validate_every or per_epoch
     started = time.perf_counter() - state.seconds
 
@@ -140,11 +151,11 @@ def train(model, dataset, val, *, progress: bool | None = None, checkpoint: str 
             if model.epochs is not None and state.epoch >= model.epochs:
                 state.stop_reason = f"epochs={model.epochs}"
                 break
-            order = _epoch_order(n, model.seed, state.epoch)[:per_epoch * batch_size]
-            remaining = order[state.position * batch_size:]
+            order = _epoch_order(n, model.seed, state.epoch)
+            loader = _loader(dataset, order, batches_of_epoch[state.position:], model.num_workers,
+                             seed=model.seed * 1_000_003 + state.epoch)
             # _sized: the input size recorded from the first batch and held, each batch on the model's device
-            batches = model._sized(_images(batch) for batch in _loader(dataset, remaining, batch_size,
-                                                                       model.num_workers))
+            batches = model._sized(_images(batch) for batch in loader)
             for images in batches:
                 model.train_mode(True)
                 loss = model.training_step(images)
