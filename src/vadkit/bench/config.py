@@ -6,16 +6,17 @@ The schema (README, "Benchmarks"; every key but ``name``, ``datasets`` and ``met
     datasets:                       # each: name, layout (default mvtec), path (not for elpv), options
       - {name: weld, path: ../shared/datasets/battery_weld/welding, layout: mvtec}
       - {name: tiles, path: ../shared/datasets/magnetic_tile, layout: mtd, options: {train_ratio: 0.8}}
-    methods:                        # each: name (a registered method), params, backbones, label
+    methods:                        # each: name (a registered method), params, backbones, seeds, label
       - {name: patchcore, params: {coreset_ratio: 0.1}}
       - {name: padim, label: padim_diag, params: {covariance: diagonal}, backbones: [mobilenet_v2]}
+      - {name: anomalydino, label: adino_1shot, params: {shots: 1}, seeds: [0, 1, 2]}
     backbones: [mobilenet_v2, efficientnet_lite0]   # default: each method's own default backbone
     seeds: [0]                      # the model's ``seed`` parameter
     profile: true                   # or {batch_size: 8, repeats: 20, warmup: 3}: `vadkit profile` per cell
     threads: 2                      # torch/faiss threads per cell (default: the CPUs / workers)
 
-Cells are the product datasets x methods x backbones (a method's own ``backbones`` replace the global list for
-it) x seeds, in that order. A cell's id names it in folders and tables: ``<dataset>-<label>-<backbone>-s<seed>``
+Cells are the product datasets x methods x backbones x seeds, in that order (a method's own ``backbones`` and
+``seeds`` replace the global lists for it: e.g. several seeds for a few-shot draw, one for a deterministic method). A cell's id names it in folders and tables: ``<dataset>-<label>-<backbone>-s<seed>``
 (``label`` defaults to the method name; two entries of one method need distinct labels).
 
 Relative dataset paths are relative to the folder of the config file, so a config next to the data it names
@@ -40,7 +41,7 @@ __all__ = ["BenchConfig", "Cell", "ConfigError", "DatasetSpec", "MethodSpec", "P
 
 _TOP_KEYS = {"name", "datasets", "methods", "backbones", "seeds", "profile", "threads"}
 _DATASET_KEYS = {"name", "path", "layout", "options"}
-_METHOD_KEYS = {"name", "params", "backbones", "label"}
+_METHOD_KEYS = {"name", "params", "backbones", "seeds", "label"}
 _PROFILE_KEYS = {"batch_size", "repeats", "warmup"}
 # `backbone` and `seed` come from the grid; a method's params setting them would make the grid lie
 _GRID_PARAMS = {"backbone", "seed"}
@@ -64,6 +65,7 @@ class MethodSpec:
     label: str
     params: dict[str, Any] = field(default_factory=dict)
     backbones: tuple[str | None, ...] | None = None
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ class BenchConfig:
         """The grid, in config order: datasets, then methods, then backbones, then seeds."""
         return [Cell(dataset, method, backbone, seed, self.profile, self.threads)
                 for dataset in self.datasets for method in self.methods
-                for backbone in (method.backbones or self.backbones) for seed in self.seeds]
+                for backbone in (method.backbones or self.backbones) for seed in (method.seeds or self.seeds)]
 
 
 def load_config(path: str | Path) -> BenchConfig:
@@ -165,10 +167,7 @@ def parse_config(raw: Any, path: Path) -> BenchConfig:
     _unique([d.name for d in datasets], f"{where}: datasets", "name")
     _unique([m.label for m in methods], f"{where}: methods", "label (give each entry of one method its own `label:`)")
     backbones = tuple(_backbones(raw.get("backbones"), f"{where}: backbones")) or (None,)
-    seeds = tuple(raw.get("seeds", [0]) or [])
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ConfigError(f"{where}: `seeds:` must be a list of integers, got {raw.get('seeds')!r}")
-    _unique(list(seeds), f"{where}: seeds", "value")
+    seeds = _seeds(raw.get("seeds", [0]), f"{where}: `seeds:`")
     threads = raw.get("threads")
     if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
         raise ConfigError(f"{where}: `threads:` must be an integer >= 1, got {threads!r}")
@@ -226,9 +225,18 @@ def _method(entry: Any, where: str) -> MethodSpec:
     label = entry.get("label", name)
     if not isinstance(label, str) or not _slug(label) or _slug(label) != label:
         raise ConfigError(f"{where}: `label:` must be letters, digits, '_', '.' or '-', got {label!r}")
-    backbones = entry.get("backbones")
+    backbones, seeds = entry.get("backbones"), entry.get("seeds")
     return MethodSpec(name=name, label=label, params=dict(params),
-                      backbones=None if backbones is None else tuple(_backbones(backbones, f"{where}: backbones")))
+                      backbones=None if backbones is None else tuple(_backbones(backbones, f"{where}: backbones")),
+                      seeds=None if seeds is None else _seeds(seeds, f"{where}: `seeds:`"))
+
+
+def _seeds(value: Any, where: str) -> tuple[int, ...]:
+    seeds = tuple(value or []) if isinstance(value, (list, tuple)) else None
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{where} must be a list of integers, got {value!r}")
+    _unique(list(seeds), where, "value")
+    return seeds
 
 
 def _profile(value: Any, where: str) -> ProfileSpec | None:

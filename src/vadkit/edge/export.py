@@ -63,6 +63,8 @@ def export_model(model, out: str | Path, *, opset: int = OPSET, source: str | Pa
     weights = getattr(model, "backbone_weights_", None) or {}
     spec: dict[str, Any] = {
         "method": model.name,
+        # a transductive graph scores the images of one call against each other: a runtime feeds them all at once
+        "transductive": bool(getattr(model, "transductive", False)),
         "backbone": model.backbone,
         "params": _plain(model.get_params()),
         "input_size": [height, width],

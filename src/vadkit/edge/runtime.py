@@ -77,10 +77,18 @@ class Runtime:
         scores, maps = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
         return scores, maps
 
+    @property
+    def transductive(self) -> bool:
+        """The graph scores the images of one call against each other (MuSc): they are run as one batch."""
+        return bool(self.spec.get("transductive", False))
+
     def predict_batches(self, images: Iterable[ImageLike], batch_size: int = 8) -> Iterator[list[dict[str, Any]]]:
-        """:meth:`predict`, a batch at a time (constant memory for any number of images)."""
+        """:meth:`predict`, a batch at a time (constant memory for any number of images); a transductive model's
+        images are one batch, whatever ``batch_size`` says."""
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ParameterError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if self.transductive:
+            batch_size = float("inf")
         pending: list[tuple[Any, np.ndarray]] = []
         for image in images:
             pending.append((image, self.preprocess(image)))

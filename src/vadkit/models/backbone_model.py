@@ -67,6 +67,13 @@ class BackboneModel(AnomalyModel):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and value > 0):
                 raise ParameterError(f"{name} must be a positive integer (pixels), got {value!r}")
+        patch = spec.patch_size
+        side = self.crop_size if self.crop_size is not None else self.image_size
+        if patch is not None and side % patch:  # a ViT cuts its input into whole patches
+            name = "crop_size" if self.crop_size is not None else "image_size"
+            lower, upper = max(patch, side - side % patch), side - side % patch + patch
+            raise ParameterError(f"{name}={side} is not a multiple of {self.backbone}'s patch size {patch}: the "
+                                 f"border pixels would never be seen; use {lower} or {upper}")
 
     @property
     def extractor(self):

@@ -105,6 +105,9 @@ class AnomalyModel(ABC):
     learned: ClassVar[tuple[str, ...]] = ("input_size_",)
     #: False for a zero-shot method: it predicts without fit
     requires_fit: ClassVar[bool] = True
+    #: True for a method whose images score each other (MuSc): a score depends on the set it was predicted in,
+    #: so ``predict`` takes the whole set at once and runs give it the whole test split
+    transductive: ClassVar[bool] = False
     #: the pretrained backbone's name, for methods built on one (runs and profiles report it)
     backbone: str | None = None
 

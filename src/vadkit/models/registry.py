@@ -25,6 +25,10 @@ _MODULES = {
     "efficientad": "vadkit.models.efficientad",
     "fastflow": "vadkit.models.fastflow",
     "adapts": "vadkit.models.adapts",
+    "anomalydino": "vadkit.models.anomalydino",
+    "dinomaly": "vadkit.models.dinomaly",
+    "musc": "vadkit.models.musc",
+    "tiny_dinomaly": "vadkit.models.tiny_dinomaly",
 }
 
 

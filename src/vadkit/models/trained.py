@@ -9,6 +9,10 @@ of PyOD's deep-model base and anomalib's split of torch model and orchestration 
 * :meth:`TrainedModel.configure_optimizer`: its optimiser (and scheduler) over :meth:`trainable_parameters`;
 * optionally :meth:`TrainedModel.before_training` / :meth:`TrainedModel.after_training`: a pass over the images
   before the first step (statistics the loss needs) and after the last (statistics prediction needs);
+* optionally ``caches_frozen_features = True`` and :meth:`TrainedModel.frozen_features`: what a step computes
+  first from each image with frozen networks and no randomness (a frozen encoder's features), computed once
+  per training image by the loop and passed to ``training_step(images, frozen=...)``;
+* optionally :meth:`TrainedModel.clip_gradients`, called between the backward pass and the optimiser's step;
 * ``_predict_batch`` and ``inference_module``, as every method.
 
 The shared loop (:func:`vadkit.models.training.train`) owns the rest: epochs and steps, seeded shuffling,
@@ -64,6 +68,8 @@ class TrainedModel(AnomalyModel):
 
     #: the training curve: one entry per validation / epoch end (step, epoch, seconds, loss, val_loss)
     learned: ClassVar[tuple[str, ...]] = ("history_",)
+    #: True: the loop computes :meth:`frozen_features` once per training image and passes it to training_step
+    caches_frozen_features: ClassVar[bool] = False
 
     def __init__(self, *, epochs: int | None, max_steps: int | None, max_time: float | None, batch_size: int,
                  seed: int, validate_every: int | None, patience: int | None, num_workers: int,
@@ -88,8 +94,18 @@ class TrainedModel(AnomalyModel):
         raise NotImplementedError
 
     def training_step(self, images: torch.Tensor) -> torch.Tensor:
-        """The scalar loss of one batch of normalised training images (B, 3, H, W)."""
+        """The scalar loss of one batch of normalised training images (B, 3, H, W). A method with
+        ``caches_frozen_features`` takes ``frozen=None`` too: the batch's :meth:`frozen_features`, computed by
+        the loop once per image (None: compute them, as validation does)."""
         raise NotImplementedError
+
+    def frozen_features(self, images: torch.Tensor):
+        """What :meth:`training_step` first computes from the images with frozen networks and no randomness (a
+        tensor or a tuple of tensors, images along the first dimension), for ``caches_frozen_features``."""
+        raise NotImplementedError
+
+    def clip_gradients(self) -> None:
+        """Called after the backward pass, before the optimiser's step (gradient clipping; default: nothing)."""
 
     def configure_optimizer(self, total_steps: int | None):
         """``(optimizer, scheduler or None)`` over :meth:`trainable_parameters`; ``total_steps`` is the step

@@ -21,6 +21,11 @@ What it owns, so that no method writes it again:
 * checkpoints: the whole state (networks, optimiser, scheduler, position, best weights, history, RNG) saved
   atomically after each validation / epoch end and at the end, and resumed from (with the same parameters;
   the budgets may be raised, to train longer);
+* frozen features (``caches_frozen_features``): a method whose step starts with a frozen, deterministic function
+  of each image (a frozen encoder's features, with no augmentation before it: Dinomaly) has it computed once
+  per training image before the first step, kept on the CPU, and handed to ``training_step(images, frozen=...)``
+  for the images of each batch: the same loss, without the encoder's forward pass at every step;
+* gradients: ``clip_gradients()`` between the backward pass and the optimiser's step (a no-op by default);
 * the method's hooks: ``before_training(dataset)`` once the networks are built (again on resume, so it must
   depend on the data and seed alone) and ``after_training(dataset, val)`` once the best weights are restored,
   both without gradients and with the networks in eval mode;
@@ -131,6 +136,7 @@ def train(model, dataset, val, *, progress: bool | None = None, checkpoint: str 
     model.train_mode(False)
     with torch.no_grad():
         model.before_training(dataset)
+    frozen = _frozen_features(model, dataset, eval_batch_size, progress) if model.caches_frozen_features else None
     steps_total = total_steps(model, n)
     optimizer, scheduler = model.configure_optimizer(steps_total)
     state = LoopState()
@@ -156,14 +162,19 @@ def train(model, dataset, val, *, progress: bool | None = None, checkpoint: str 
                              seed=model.seed * 1_000_003 + state.epoch)
             # _sized: the input size recorded from the first batch and held, each batch on the model's device
             batches = model._sized(_images(batch) for batch in loader)
-            for images in batches:
+            for positions, images in zip(batches_of_epoch[state.position:], batches):
                 model.train_mode(True)
-                loss = model.training_step(images)
+                if frozen is None:
+                    loss = model.training_step(images)
+                else:
+                    indices = order[list(positions)]
+                    loss = model.training_step(images, frozen=_select(frozen, indices, model.device))
                 if not torch.isfinite(loss):
                     raise VadkitError(f"{model.name}: the training loss became {float(loss)} at step {state.step}: "
                                       "lower the learning rate, or check the images")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                model.clip_gradients()
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
@@ -200,6 +211,30 @@ def train(model, dataset, val, *, progress: bool | None = None, checkpoint: str 
     with torch.no_grad():
         model.after_training(dataset, val)
     model.history_ = state.history + [{"stop": state.stop_reason, "step": state.step, "epoch": state.epoch}]
+
+
+def _frozen_features(model, dataset, batch_size: int | None, progress: bool | None):
+    """``model.frozen_features`` of every training image, in dataset order, on the CPU: a tensor or a tuple of
+    tensors with the images along their first dimension."""
+    from vadkit.progress import track
+
+    model.train_mode(False)
+    parts = []
+    batches = model._sized(model._batches(dataset, batch_size))
+    with torch.no_grad():
+        for images in track(batches, f"{model.name}: frozen features", total=model.n_batches(len(dataset), batch_size),
+                            enabled=progress):
+            out = model.frozen_features(images)
+            parts.append(tuple(t.cpu() for t in out) if isinstance(out, tuple) else out.cpu())
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(group) for group in zip(*parts))
+    return torch.cat(parts)
+
+
+def _select(frozen, indices: torch.Tensor, device):
+    if isinstance(frozen, tuple):
+        return tuple(t[indices].to(device) for t in frozen)
+    return frozen[indices].to(device)
 
 
 def _record(model, state: LoopState, val, eval_batch_size: int | None, seconds: float) -> None:

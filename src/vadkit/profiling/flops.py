@@ -93,14 +93,22 @@ class ModelMacs:
 
 
 def model_macs(model, image: torch.Tensor) -> ModelMacs:
-    """Count the MACs of one predict step of a fitted model on one image ``(1, 3, H, W)``."""
-    if image.ndim != 4 or image.shape[0] != 1:
-        raise ValueError(f"expected one normalised image (1, 3, H, W), got shape {tuple(image.shape)}")
-    counted = count_macs(model._predict_batch, image)
+    """Count the MACs of one predict step of a fitted model on one image ``(1, 3, H, W)``.
+
+    A transductive model (MuSc: the images of a call score each other) is given a set ``(N, 3, H, W)`` instead, and
+    its figures are per image of that set (its work per image grows with N)."""
+    transductive = getattr(model, "transductive", False)
+    if image.ndim != 4 or (image.shape[0] != 1 and not transductive) or image.shape[0] < 1 + transductive:
+        raise ValueError(f"expected one normalised image (1, 3, H, W) (a set of at least 2 for a transductive "
+                         f"model), got shape {tuple(image.shape)}")
+    n = image.shape[0]
+    counted = count_macs(model._predict_batch, image) // n
     extractor = getattr(model, "extractor", None)
-    backbone = count_macs(extractor, image) if extractor is not None else None
+    backbone = count_macs(extractor, image) // n if extractor is not None else None
     hook = getattr(model, "analytic_macs", None)
     not_counted = f"not counted: {', '.join(UNCOUNTED_TORCH_OPS)}"
+    if transductive:
+        not_counted = f"per image of a set of {n} scored together; {not_counted}"
     if not callable(hook):
         return ModelMacs(total=counted, torch=counted, backbone=backbone,
                          uncounted=f"{not_counted}; outside torch (faiss, numpy): search not counted "

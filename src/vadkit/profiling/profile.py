@@ -342,7 +342,7 @@ def _measure_fitted(model, images: torch.Tensor, profile: Profile, batch_size: i
         model.predict(batch, batch_size=batch_size, progress=False)
     profile.peak_rss_predict_mb, profile.peak_rss_predict_delta_mb = peak.peak_mb, peak.delta_mb
     profile.rss_method = peak.method
-    macs = model_macs(model, images[:1])
+    macs = model_macs(model, images[:batch_size] if model.transductive else images[:1])
     profile.macs, profile.macs_torch, profile.macs_backbone = macs.total, macs.torch, macs.backbone
     profile.macs_analytic, profile.macs_analytic_items = macs.analytic_total, macs.analytic
     profile.macs_uncounted = macs.uncounted
@@ -350,10 +350,11 @@ def _measure_fitted(model, images: torch.Tensor, profile: Profile, batch_size: i
 
 def _measure_latency(model, extractor, images: torch.Tensor, profile: Profile, batch_size: int, repeats: int,
                      warmup: int) -> None:
-    """Predict and backbone-only latency, interleaved call by call, at batch 1 then at batch N."""
+    """Predict and backbone-only latency, interleaved call by call, at batch 1 then at batch N (a transductive model
+    scores a set of images together: its latency is per image of a set of N, and at batch 1 only the backbone's)."""
     for size in (1, batch_size):
         calls = {}
-        if model.fitted:
+        if model.fitted and not (model.transductive and size == 1):
             calls["predict"] = predict_call(model, images, size)
         if extractor is not None:
             calls["backbone"] = backbone_call(extractor, images, size)

@@ -91,6 +91,10 @@ def _notes(record: PredictionRecord, evaluation) -> list[str]:
         notes.append(f"Intervals: {info['confidence']:.0%} percentile bootstrap over images, "
                      f"{info['n_resamples']} resamples, seed {info['seed']}; pixel-metric intervals use "
                      "per-image histograms (binned).")
+    if record.meta.get("transductive"):
+        notes.append(f"{record.meta.get('model')} is transductive: the {len(record)} test images were scored "
+                     "against each other in one set, without training images; each score depends on the set it was "
+                     "computed in.")
     notes.append("Per-defect metrics use all normal images plus the images of that defect type.")
     aupimo_note = _aupimo_note(evaluation)
     if aupimo_note:

@@ -189,8 +189,11 @@ def train(*, data: str | Path | None, layout: str, model_name: str, params: dict
         from vadkit.errors import ParameterError
 
         raise ParameterError("calibrate_on_test calibrates on the test split: give it without val or val_ratio")
+    # A transductive method's scores depend on the images scored together (MuSc: the test images score each
+    # other): a threshold from other images would not transfer, so nothing is held out for calibration.
+    no_validation = calibrate_on_test or model.transductive
     sets = build_datasets(data, layout, layout_options or {}, model.transform, skip_bad_images,
-                          val_ratio=0.0 if calibrate_on_test else val_ratio, val=val)
+                          val_ratio=0.0 if no_validation else val_ratio, val=None if model.transductive else val)
     start = time.perf_counter()
     model.to(device)
     if isinstance(model, TrainedModel):
@@ -208,10 +211,15 @@ def train(*, data: str | Path | None, layout: str, model_name: str, params: dict
     if sets.val is not None:
         source = "validation images" if sets.val.labels.max() == 1 else "held-out training normals"
         model.calibrate(sets.val, batch_size=batch_size, progress=progress, source=source)
+    elif model.transductive and not calibrate_on_test:
+        warnings.warn(f"{model_name} scores the test images against each other (transductive): a threshold from "
+                      "other images would not transfer, so the model is saved uncalibrated; --calibrate-on-test "
+                      "sets one from the test split", stacklevel=2)
     elif not calibrate_on_test:
         warnings.warn("no validation images (fewer than 20 training images and no --val): the model is saved "
                       "uncalibrated; give --val PATH or --val-ratio, or --calibrate-on-test", stacklevel=2)
-    facts = {"n_train": len(sets.train), "n_val": 0 if sets.val is None else len(sets.val),
+    facts = {"n_train": len(sets.train) if model.requires_fit else 0,
+             "n_val": 0 if sets.val is None else len(sets.val),
              "fit_seconds": fit_seconds, "skipped_images": [str(p) for p in sets.skipped]}
     if sets.test is None:
         warnings.warn("the test split is empty: the model is trained and saved, but not evaluated", stacklevel=2)
@@ -250,7 +258,7 @@ def test(*, model_path: str | Path, data: str | Path | None, layout: str, out: s
 RUN_FACT_KEYS = frozenset({
     "n_train", "n_val", "fit_seconds", "predict_ms_per_image", "skipped_images", "model_file", "model", "backbone",
     "params", "threshold", "threshold_rule", "threshold_source", "pixel_threshold", "pixel_threshold_rule", "data",
-    "layout", "layout_options", "vadkit_version",
+    "layout", "layout_options", "vadkit_version", "zero_shot", "transductive",
 })
 
 
@@ -261,6 +269,9 @@ def _run_info(model, data, layout: str, layout_options: dict[str, Any] | None) -
     return {
         "model": model.name,
         "backbone": model.backbone,
+        # zero-shot: no training image used; transductive: the test images were scored against each other
+        "zero_shot": not model.requires_fit,
+        "transductive": model.transductive,
         "params": model.get_params(),
         **_threshold_facts(model),
         "data": None if data is None else str(Path(data).resolve()),
