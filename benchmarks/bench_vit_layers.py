@@ -8,7 +8,8 @@ chosen by measurement, not taken from the paper (which reads the final LayerNorm
 Every configuration runs the real :class:`~vadkit.models.anomalydino.AnomalyDINO` (fit + predict + vadkit's
 metrics); the backbone's forward pass is shared between configurations by a caching extractor (one forward of
 every image with every candidate layer, kept in float16, returned in float32 to the model), so the study costs
-one pass over each dataset per input size. Shots 0 = the whole training split; few-shot draws use the seeds.
+one pass over each dataset per input size. Shots 0 = the whole training split; few-shot draws use the seeds. A
+layer given as ``blocks.6+blocks.8`` compares the two layers' features concatenated (AnomalyDINO's ``layers``).
 
 Writes ``benchmarks/results/vit_layers/<dataset>_<size>.json`` (one row per layer x shots x seed) and prints a
 table of image AUROC, pixel AUROC and AU-PRO per layer: the mean over seeds per dataset, and the mean over
@@ -74,18 +75,19 @@ def main() -> None:
     from vadkit.models import create_model
 
     OUT.mkdir(parents=True, exist_ok=True)
-    extractor = create_extractor(args.backbone, args.layers)
+    taps = list(dict.fromkeys(tap for layer in args.layers for tap in layer.split("+")))
+    extractor = create_extractor(args.backbone, taps)
     summary: dict[tuple[str, int], list[dict]] = {}
     for dataset in args.datasets:
         layout, root = DATASETS[dataset]
         split = load_split(layout, root)
         for size in args.sizes:
-            cached = CachedExtractor(extractor, args.layers)
+            cached = CachedExtractor(extractor, taps)
             rows = []
             for layer in args.layers:
                 for shots in args.shots:
                     for seed in (args.seeds if shots else [0]):
-                        model = create_model("anomalydino", backbone=args.backbone, layers=[layer], image_size=size,
+                        model = create_model("anomalydino", backbone=args.backbone, layers=layer.split("+"), image_size=size,
                                              shots=shots or None, seed=seed)
                         model._extractor = cached
                         test = ImageDataset(split.test, model.transform)
@@ -99,7 +101,11 @@ def main() -> None:
                                **{key: metrics.get(key) for key in ("image_auroc", "pixel_auroc", "pixel_aupro")}}
                         rows.append(row)
                         print(json.dumps(row), flush=True)
-            (OUT / f"{dataset}_{size}.json").write_text(json.dumps(rows, indent=1))
+            target = OUT / f"{dataset}_{size}.json"
+            previous = json.loads(target.read_text()) if target.is_file() else []
+            fresh = {(r["layer"], r["shots"], r["seed"]) for r in rows}
+            kept = [r for r in previous if (r["layer"], r["shots"], r["seed"]) not in fresh]
+            target.write_text(json.dumps(kept + rows, indent=1))  # runs of other layers are kept
             summary[(dataset, size)] = rows
     print_table(summary, args)
 

@@ -175,7 +175,8 @@ def main() -> None:
 @layout_option
 @option_option
 @click.option("--model", "model_name", default="patchcore", show_default=True,
-              help="Method: patchcore, patchcore_lite, padim, stfpm, paste, rd4ad, cfa, fastflow, efficientad, draem, adapts.")
+              help="Method: patchcore, patchcore_lite, padim, stfpm, paste, rd4ad, cfa, fastflow, efficientad, draem, adapts, "
+                   "anomalydino, dinomaly, tiny_dinomaly, musc.")
 @click.option("--backbone", default=None, help="Backbone (default: the model's, mobilenet_v2).")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Model parameter, repeatable (e.g. coreset_ratio=0.01).")

@@ -147,3 +147,17 @@ def test_a_damaged_or_foreign_onnx_file_is_refused(tmp_path, monkeypatch):
 
     with pytest.raises(ValueError, match="not a readable ONNX file|not a HF DINOv2"):
         dinov2_state_dict_from_onnx(not_onnx)
+
+
+def test_the_official_dinov2_checkpoint_loads_with_one_parameter(tmp_path):
+    """A user with facebookresearch's dinov2_vits14_pretrain.pth (timm's key names plus a mask token) passes it as
+    weights=FILE: timm's own conversion of the architecture's checkpoints makes it fit."""
+    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False)
+    official = {**model.state_dict(), "mask_token": torch.zeros(1, 384)}
+    path = tmp_path / "dinov2_vits14_pretrain.pth"
+    torch.save(official, path)
+    extractor = create_extractor("dinov2_vits14", ["blocks.2"], weights=path)
+    from vadkit.backbones.extractor import state_dict_sha256
+
+    assert extractor.weights_source == f"file {path}"
+    assert extractor.weights_sha256 == state_dict_sha256(model.state_dict())  # every tensor loaded, none random

@@ -101,7 +101,7 @@ class FeatureExtractor(nn.Module):
         self.channels = {layer: spec.channels[layer] for layer in self.layers}
         self.strides = {layer: spec.layers[layer] for layer in self.layers}
         self.mean, self.std = spec.mean, spec.std
-        model = spec.build()
+        model = _architecture(spec, loading=weights is not None or pretrained)
         self.weights_source = _load_weights(model, spec, weights, pretrained)
         self.weights_sha256 = state_dict_sha256(model.state_dict())
         self.frozen = frozen
@@ -196,6 +196,18 @@ def _check_layers(spec: BackboneSpec, layers: Sequence[str] | None) -> tuple[str
     return chosen
 
 
+def _architecture(spec: BackboneSpec, loading: bool) -> nn.Module:
+    """The full architecture. When weights will be loaded into it, its tensors are allocated without the random
+    initialisation every one of them would be overwritten by (a second of a ViT-S's construction), provided that
+    every buffer is one a state dict sets (a buffer it does not hold would be left uninitialised)."""
+    if not loading:
+        return spec.build()
+    model = spec.build(meta=True)
+    if {name for name, _ in model.named_buffers()} - set(model.state_dict()):
+        return spec.build()
+    return model.to_empty(device="cpu")
+
+
 def _load_weights(model: nn.Module, spec: BackboneSpec, weights: str | Path | None, pretrained: bool) -> str:
     if weights is None and not pretrained:
         return "random init (pretrained=False)"
@@ -203,10 +215,29 @@ def _load_weights(model: nn.Module, spec: BackboneSpec, weights: str | Path | No
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise WeightsNotFoundError(
-            f"weights from {source} do not fit {spec.library} {spec.arch}: {str(err)[:800]}"
-        ) from err
+        if not _load_published_checkpoint(model, spec, state):
+            raise WeightsNotFoundError(
+                f"weights from {source} do not fit {spec.library} {spec.arch}: {str(err)[:800]}"
+            ) from err
     return source
+
+
+def _load_published_checkpoint(model: nn.Module, spec: BackboneSpec, state: dict[str, Tensor]) -> bool:
+    """Load a checkpoint as its authors published it into a timm model, through timm's own conversion of that
+    architecture's checkpoints (e.g. the official DINOv2 file, ``dinov2_vits14_pretrain.pth``, which carries a mask
+    token timm's model has not). True when that made it fit exactly (``strict=True``)."""
+    if spec.library != "timm":
+        return False
+    import importlib
+
+    convert = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
+    if convert is None:
+        return False
+    try:
+        model.load_state_dict(convert(dict(state), model), strict=True)
+    except (RuntimeError, KeyError, ValueError):
+        return False
+    return True
 
 
 def state_dict_sha256(state: dict[str, Tensor]) -> str:
