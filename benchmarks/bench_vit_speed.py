@@ -2,14 +2,14 @@
 
     .venv/bin/python benchmarks/bench_vit_speed.py [--sizes 224 336 448] [--batches 1 8] [--threads 2]
 
-The forward pass of the ViT (up to ``blocks.8``, AnomalyDINO's default tap, and up to ``blocks.11``, what MuSc and
+The forward pass of the ViT (up to ``blocks.6``, the offline ViT's default tap, and up to ``blocks.11``, what MuSc and
 Dinomaly's deepest taps need) is the floor of every foundation-model method. Variants, each timed as the median of
 ``--repeats`` runs after warm-up, in one process:
 
 * ``eager``: the extractor as vadkit builds it (timm's attention calls ``F.scaled_dot_product_attention``);
 * ``math``: the same with timm's fused attention switched off (explicit softmax(q k^T) v): what SDPA saves;
-* ``bf16``: the eager extractor under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (this CPU reports
-  avx512_bf16);
+* ``bf16``: the eager extractor under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (pays off only where
+  oneDNN has bf16 kernels: CPUs with AVX-512 BF16 or AMX; the development machine has neither and runs it 7x slower);
 * ``onnxruntime``: the extractor exported to ONNX by vadkit's exporter path (torch.export + dynamo) and run by
   onnxruntime (fp32, the threads given).
 
@@ -78,7 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", type=int, default=[224, 336, 448])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--layers", nargs="+", default=["blocks.8", "blocks.11"])
+    parser.add_argument("--layers", nargs="+", default=["blocks.6", "blocks.11"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()

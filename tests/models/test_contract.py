@@ -22,6 +22,10 @@ ALL_MODELS = list_models()
 VIT_METHODS = {"anomalydino", "dinomaly", "musc", "tiny_dinomaly"}
 
 
+#: methods whose inference graph is another method's class with other defaults: one export test covers both
+SAME_GRAPH_AS = {"tiny_dinomaly": "dinomaly"}
+
+
 def side(name: str) -> int:
     return 56 if name in VIT_METHODS else 64
 
@@ -33,8 +37,14 @@ def small(name: str) -> dict:
     params = {"image_size": side(name)}
     if issubclass(model_class(name), TrainedModel):
         params.update(max_steps=4, batch_size=4)
+    # the ViT methods tap shallow blocks here: the extractor stops at the deepest tap, and tracing 2-4 blocks for
+    # the ONNX export instead of 7-12 keeps the contract fast (the default taps are tested in each method's file)
+    if name == "anomalydino":
+        params.update(layers=["blocks.1"])
+    if name == "musc":
+        params.update(layers=["blocks.0", "blocks.1"], degrees=[1, 3])
     if name in ("dinomaly", "tiny_dinomaly"):
-        params.update(decoder_depth=2)
+        params.update(decoder_depth=2, layers=["blocks.0", "blocks.1", "blocks.2", "blocks.3"])
     return params
 
 
@@ -95,7 +105,7 @@ def test_fit_changes_no_parameter_and_learns_only_underscored_attributes(name, s
     assert set(learned) <= set(vars(model)) and set(model.state_dict()) >= set(learned)
     assert model.input_size_ == [side(name)] * 2
     if isinstance(model, BackboneModel):  # DRAEM learns from pixels: no backbone, no layers
-        assert model.layers_ is not None and model.layers is None
+        assert model.layers_ is not None and model.layers == small(name).get("layers")
 
 
 def test_predict_before_fit_is_a_clear_error():
@@ -331,6 +341,8 @@ def test_every_method_exports_as_one_onnx_graph_within_parity_tolerance(fitted, 
     from vadkit.edge import Runtime, check_parity, export_model
     from vadkit.edge.parity import PARITY_TOLERANCE
 
+    if fitted.name in SAME_GRAPH_AS:
+        pytest.skip(f"{fitted.name} exports {SAME_GRAPH_AS[fitted.name]}'s graph (only defaults differ): tested there")
     fitted.calibrate(split.val if split.val else split.train, progress=False)
     bundle = export_model(fitted, tmp_path / "bundle")
     paths = [sample.image_path for sample in split.test]
