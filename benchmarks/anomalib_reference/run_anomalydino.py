@@ -15,8 +15,8 @@ strict, identity key mapping). Pre-processor: anomalib's ``AnomalyDINO.configure
 
 Layer (``--layer``): anomalib's ``AnomalyDINOModel`` takes no layer argument; it always taps the last block
 through the final LayerNorm (``blocks.11``, ``norm=True``) = vadkit's layer ``norm``. ``--layer blocks.6`` (the
-default here, vadkit's default for this backbone) re-points the built extractor to block 8's raw output
-(``idx=[8]``, ``norm=False``); ``--layer norm`` keeps anomalib's own.
+default here, vadkit's default for this backbone) re-points the built extractor to block N's raw output
+(``idx=[N]``, ``norm=False``); ``--layer norm`` keeps anomalib's own.
 
 Training images: vadkit's train list after ``with_validation(split, val_ratio=--val-ratio)`` (default: vadkit's
 default hold-out, a tenth of the training normals when there are at least 20, which is what ``vadkit train`` and
