@@ -43,18 +43,14 @@ CONFIGS = {
 
 def build(config: dict):
     """The inference graph of ``config`` (eval mode) and its input size."""
-    import torch
-
-    from vadkit.backbones import create_extractor
+    from vadkit.backbones import create_extractor, get_spec
     from vadkit.models.dinomaly import DinomalyDecoder, DinomalyGraph, default_taps
 
-    depth = 12
+    depth = sum(1 for layer in get_spec(config["backbone"]).layers if layer.startswith("blocks."))
     extractor = create_extractor(config["backbone"], layers=default_taps(depth), pretrained=config["pretrained"])
     dim = next(iter(extractor.channels.values()))
-    decoder = DinomalyDecoder(dim, dim // 64, config["decoder_depth"], 2, 0.2)
-    graph = DinomalyGraph(extractor, decoder, 2, 0.01, 4.0).eval()
-    torch.manual_seed(0)
-    return graph, config["image_size"]
+    decoder = DinomalyDecoder(dim, max(1, dim // 64), config["decoder_depth"], 2, 0.2)  # heads as Dinomaly builds them
+    return DinomalyGraph(extractor, decoder, 2, 0.01, 4.0).eval(), config["image_size"]
 
 
 def measure_rss(name: str) -> tuple[float, float]:
