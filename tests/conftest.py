@@ -151,3 +151,28 @@ def separated_patchcore(mvtec_folder):
     labels = np.array([s.label for s in split.test])
     model.threshold = float(scores[labels == 0].max() + scores[labels == 1].min()) / 2
     return model
+
+
+
+def make_part_annotations(folder: Path, n: int = 6, size: int = 64, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "parts.txt").write_text("cap local\nbody global   # listed after the cap: merged first all the same\n")
+    for i in range(n):
+        image = np.full((size, size, 3), 40, np.uint8) + rng.integers(0, 10, (size, size, 3), dtype=np.uint8)
+        top, left = (int(v) for v in rng.integers(8, 14, 2))
+        body = np.zeros((size, size), bool)
+        body[top:top + 38, left:left + 32] = True
+        cap = np.zeros((size, size), bool)
+        cap[top + 6:top + 16, left + 10:left + 21] = True
+        image[body], image[cap] = (60, 140, 220), (230, 80, 40)
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+        (folder / f"{i:03d}").mkdir(exist_ok=True)
+        Image.fromarray(body.astype(np.uint8) * 255).save(folder / f"{i:03d}" / "body.png")
+        Image.fromarray(cap.astype(np.uint8) * 255).save(folder / f"{i:03d}" / "cap.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def part_folder(tmp_path_factory) -> Path:
+    return make_part_annotations(tmp_path_factory.mktemp("parts"))

@@ -176,10 +176,17 @@ def main() -> None:
 @option_option
 @click.option("--model", "model_name", default="patchcore", show_default=True,
               help="Method: patchcore, patchcore_lite, padim, stfpm, paste, rd4ad, cfa, fastflow, efficientad, draem, adapts, "
-                   "anomalydino, dinomaly, tiny_dinomaly, musc.")
+                   "anomalydino, dinomaly, tiny_dinomaly, musc, sadsem, tiled. With --tile SIZE any of them runs on tiles.")
 @click.option("--backbone", default=None, help="Backbone (default: the model's, mobilenet_v2).")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
-              help="Model parameter, repeatable (e.g. coreset_ratio=0.01).")
+              help="Model parameter, repeatable (e.g. coreset_ratio=0.01; image_size=640x256 resize=fit for an "
+                   "input that keeps the aspect ratio).")
+@click.option("--tile", default=None, metavar="SIZE",
+              help="Run the model on overlapping tiles of this size (e.g. 256 or 256x320) of the whole image, "
+                   "whose size is then --param image_size (default 512).")
+@click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True,
+              help="Fraction of a tile shared with its neighbour (with --tile).")
+@click.option("--tile-ensemble", is_flag=True, help="One model per tile position instead of one for all tiles.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
 @click.option("--overlays", type=int, default=8, show_default=True, help="Number of overlay PNGs to write.")
 @click.option("--val-ratio", type=click.FloatRange(0, 1, max_open=True), default=None,
@@ -197,13 +204,21 @@ def main() -> None:
 @skip_option
 @quiet_option
 @threads_option
-def train(data, layout, options, model_name, backbone, params, out, overlays, val_ratio, val, calibrate_on_test,
-          resume, device, batch_size, skip_bad_images, quiet):
+def train(data, layout, options, model_name, backbone, params, tile, overlap, tile_ensemble, out, overlays, val_ratio,
+          val, calibrate_on_test, resume, device, batch_size, skip_bad_images, quiet):
     """Train a model, calibrate its thresholds on validation images, evaluate it on the test split: writes
     OUT/model.vad, OUT/metrics.json and OUT/overlays/."""
     model_params = parse_assignments(params, "--param")
     if backbone:
         model_params["backbone"] = backbone
+    shown_name = model_name
+    if tile_ensemble and tile is None:
+        raise click.UsageError("--tile-ensemble needs --tile SIZE")
+    if tile is not None:
+        from vadkit.models.tiled import tiled_params
+
+        model_params = tiled_params(model_name, model_params, tile=tile, overlap=overlap, ensemble=tile_ensemble)
+        model_name, shown_name = "tiled", f"{model_name} on {tile} tiles{' (ensemble)' if tile_ensemble else ''}"
 
     def action():
         from vadkit import runs
@@ -213,7 +228,7 @@ def train(data, layout, options, model_name, backbone, params, out, overlays, va
                              overlays=overlays, skip_bad_images=skip_bad_images, progress=False if quiet else None,
                              val_ratio=val_ratio, val=val, calibrate_on_test=calibrate_on_test, device=device,
                              resume=resume)
-        _print_metrics(metrics, f"{model_name} on {data or layout}")
+        _print_metrics(metrics, f"{shown_name} on {data or layout}")
         click.echo(f"wrote {out / runs.MODEL_FILE}, {out / runs.METRICS_FILE}, {out / runs.PREDICTIONS_NPZ}, "
                    f"{out / runs.PER_IMAGE_FILE}, {out / 'overlays'}/ (vadkit report {out} makes report.html)")
 

@@ -122,10 +122,11 @@ def test_example_configs_load_and_point_at_the_shared_datasets(name):
     assert loaded.cells() and loaded.profile is not None
     for dataset in loaded.datasets:
         assert Path(dataset.path).parts[-3:-1] in (("datasets", "battery_weld"), ("datasets", "mvtec_bottle"))
-    if name == "sem_methods.yaml":  # the method study runs every method in the library
+    if name == "sem_methods.yaml":  # the method study runs every method in the library, and one on tiles
         from vadkit.models.registry import list_models
 
-        assert {m.name for m in loaded.methods} == set(list_models())
+        assert {m.name for m in loaded.methods} | {"tiled"} == set(list_models())
+        assert any(m.tile for m in loaded.methods)
 
 
 def test_the_readme_schema_example_is_a_valid_config(tmp_path):
@@ -138,3 +139,18 @@ def test_the_readme_schema_example_is_a_valid_config(tmp_path):
     assert [d.layout for d in loaded.datasets] == ["mvtec", "mtd", "elpv"] and loaded.datasets[2].path is None
     # paste runs on its own backbone list only: 3 datasets x (2 + 2 + 1) backbone cells
     assert len(loaded.cells()) == 15 and loaded.threads == 2 and loaded.profile is not None
+
+
+def test_a_tiled_entry_builds_the_wrapper_around_the_method(tmp_path):
+    raw = config(methods=[{"name": "patchcore", "label": "pc_tiles", "params": {"image_size": 512, "coreset_ratio": 0.1},
+                           "tile": {"size": 256, "overlap": 0.5, "ensemble": True}}], backbones=["mobilenet_v2"],
+                 seeds=[3])
+    cell = parse_config(raw, tmp_path / "study.yaml").cells()[0]
+    assert cell.model_name == "tiled"
+    assert cell.params == {"method": "patchcore", "tile": 256, "overlap": 0.5, "ensemble": True, "image_size": 512,
+                           "method_params": {"coreset_ratio": 0.1, "seed": 3, "backbone": "mobilenet_v2"}}
+    bad = config(methods=[{"name": "patchcore", "params": {"image_size": 128}, "tile": {"size": 256}}])
+    with pytest.raises(ConfigError, match="tile.*larger than image_size"):
+        parse_config(bad, tmp_path / "study.yaml")
+    with pytest.raises(ConfigError, match="size"):
+        parse_config(config(methods=[{"name": "patchcore", "tile": {"overlap": 0.1}}]), tmp_path / "study.yaml")

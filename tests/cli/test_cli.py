@@ -201,3 +201,22 @@ def test_rerun_into_the_same_folder_replaces_overlays(trained, mvtec_folder, tmp
                                        "--out", str(tmp_path / "run"), "--overlays", "2", "--quiet"])
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "run" / "overlays").glob("*.png"))) == 2
+
+
+def test_train_runs_a_method_on_tiles_and_a_rectangular_fit_input(mvtec_folder, tmp_path):
+    """--tile wraps the method (image_size is then the whole image's); --param image_size=HxW resize=fit keeps
+    the aspect ratio; both reload as they were trained."""
+    import vadkit
+
+    out = tmp_path / "tiles"
+    result = CliRunner().invoke(main, ["train", "--data", str(mvtec_folder), "--model", "padim", "--param",
+                                       "image_size=64x96", "--param", "resize=fit", "--tile", "32",
+                                       "--overlap", "0.5", "--tile-ensemble", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "padim on 32 tiles (ensemble)" in result.output
+    model = vadkit.load(out / "model.vad")
+    assert model.name == "tiled" and model.method == "padim" and model.ensemble and model.overlap == 0.5
+    assert model.transform.output_size == (64, 96) and model.transform.resize == "fit"
+    assert len(model.models_) == len(model.positions) == 3 * 5   # stride 16 over 64 x 96 with 32-px tiles
+    usage = CliRunner().invoke(main, ["train", "--data", str(mvtec_folder), "--tile-ensemble", "--out", str(out)])
+    assert usage.exit_code != 0 and "--tile-ensemble needs --tile" in usage.output

@@ -199,3 +199,17 @@ def test_export_command_writes_checks_and_quantises(model, split, mvtec_folder, 
     assert "minmax calibration on 5 images" in result.output
     missing = CliRunner().invoke(main, ["export", str(tmp_path / "nope.vad"), "--out", str(out)])
     assert missing.exit_code == 2 and "model file not found" in missing.output
+
+
+def test_a_rectangular_fit_model_exports_and_the_runtime_cuts_the_padding_away_as_vadkit_does(split, tmp_path):
+    """The runtime reads the resize mode from the bundle and returns maps on the evaluation grid, equal to the
+    model's own predictions (the generated images are square, the input wide: a third of it is padding)."""
+    model = vadkit.create_model("patchcore", image_size="64x128", resize="fit").fit(split.train, progress=False)
+    bundle = export_model(model, tmp_path / "wide")
+    assert read_bundle(bundle)["transform"]["resize"] == "fit"
+    assert read_bundle(bundle)["input_size"] == [64, 128]
+    paths = [s.image_path for s in split.test[:4]]
+    expected = model.predict(paths, progress=False)
+    results = Runtime(bundle).predict(paths)
+    np.testing.assert_allclose([r["score"] for r in results], expected.scores, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.stack([r["map"] for r in results]), expected.maps, rtol=1e-4, atol=1e-4)

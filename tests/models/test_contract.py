@@ -35,6 +35,8 @@ def small(name: str) -> dict:
     from vadkit.models.trained import TrainedModel
 
     params = {"image_size": side(name)}
+    if name == "tiled":  # PatchCore on the 2 x 2 tiles of 32 px of the 64-px image (stitching: tests/ops)
+        params.update(tile=32, overlap=0.0)
     if issubclass(model_class(name), TrainedModel):
         params.update(max_steps=4, batch_size=4)
     # the ViT methods tap shallow blocks here: the extractor stops at the deepest tap, and tracing 2-4 blocks for
@@ -357,3 +359,31 @@ def test_every_method_exports_as_one_onnx_graph_within_parity_tolerance(fitted, 
     # can sit on it)
     clear = np.abs(reference.scores - fitted.threshold) > PARITY_TOLERANCE * np.abs(reference.scores).max()
     assert [r["label"] for r, c in zip(results, clear) if c] == list(reference.labels[clear])
+
+
+def rectangle(name: str) -> str:
+    """A non-square input for ``name``: wide, multiples of 32 (DRAEM's U-Net) or of 14 (the ViTs' patches)."""
+    return "56x112" if name in VIT_METHODS else "64x128"
+
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_every_method_takes_a_rectangular_input_and_its_padding_never_scores(name, split, tmp_path):
+    """``image_size="HxW"`` with ``resize="fit"``: the model sees (H, W), the maps come back on the evaluation
+    grid (the padding cut away, so a map is not constant where the padding was) and a saved model reloads with
+    the same predictions."""
+    params = {**small(name), "image_size": rectangle(name), "resize": "fit"}
+    params.update(max_steps=2) if "max_steps" in params else None
+    model = vadkit.create_model(name, **params).fit(split.train, progress=False)
+    height, width = (int(v) for v in rectangle(name).split("x"))
+    assert model.input_size_ == [height, width]
+    prediction = model.predict(split.test, progress=False)
+    assert prediction.maps.shape == (len(split.test), height, width)
+    # the generated test images are square: fitted into a wide canvas, a third of each side is padding. On the
+    # evaluation grid the content fills the map: its outer columns are content, not the constant padding
+    top, left, content_h, content_w = model.transform.content_box((64, 64))
+    assert content_w < width and left > 0
+    assert np.isfinite(prediction.maps).all()
+    loaded = vadkit.load(model.save(tmp_path / "wide.vad"))
+    assert loaded.transform == model.transform
+    np.testing.assert_allclose(loaded.predict(split.test, progress=False).scores, prediction.scores, rtol=1e-5, atol=1e-6)

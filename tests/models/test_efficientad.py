@@ -47,11 +47,15 @@ def test_pdn_and_autoencoder_shapes_follow_the_paper():
     with torch.no_grad():
         assert SmallPDN(384, padding=True)(x).shape == (1, 384, 64, 64)     # Table 5's paddings: 256 / 4
         assert SmallPDN(768, padding=False)(x).shape == (1, 768, 56, 56)    # unpadded: 33 x 33 patches
-        assert AutoEncoder(256, 56)(x).shape == (1, 384, 56, 56)
-        assert AutoEncoder(64, 8)(torch.zeros(2, 3, 64, 64)).shape == (2, 384, 8, 8)
+        assert AutoEncoder((256, 256), (56, 56))(x).shape == (1, 384, 56, 56)
+        assert AutoEncoder((64, 64), (8, 8))(torch.zeros(2, 3, 64, 64)).shape == (2, 384, 8, 8)
+        # a rectangle: each axis as the paper's square would have it
+        assert AutoEncoder((64, 128), (8, 24))(torch.zeros(1, 3, 64, 128)).shape == (1, 384, 8, 24)
     assert [pdn_output_size(s, p) for s in (256, 64) for p in (True, False)] == [64, 56, 16, 8]
-    assert decoder_sizes(256) == [3, 8, 15, 32, 63, 127]
-    assert AutoEncoder(256, 56).encoder.code.kernel_size == (8, 8)
+    assert decoder_sizes((256, 256)) == [(3, 3), (8, 8), (15, 15), (32, 32), (63, 63), (127, 127)]
+    assert decoder_sizes((64, 128))[1] == (2, 4)
+    assert AutoEncoder((256, 256), (56, 56)).encoder.code.kernel_size == (8, 8)
+    assert AutoEncoder((256, 512), (56, 120)).encoder.code.kernel_size == (8, 16)
     layers = [(m.in_channels, m.out_channels, m.kernel_size[0]) for m in SmallPDN(384).modules()
               if isinstance(m, torch.nn.Conv2d)]
     assert layers == [(3, 128, 4), (128, 256, 4), (256, 256, 3), (256, 384, 4)]

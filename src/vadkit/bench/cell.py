@@ -111,7 +111,7 @@ def _train_report_profile(cell: Cell, folder: Path, threads: int) -> dict[str, A
     start = time.perf_counter()
     with PeakRSS() as peak:
         runs.train(data=cell.dataset.path, layout=cell.dataset.layout, layout_options=cell.dataset.options,
-                   model_name=cell.method.name, params=cell.params, out=folder, progress=False,
+                   model_name=cell.model_name, params=cell.params, out=folder, progress=False,
                    resume=checkpoint.is_file())
     # where a cell's time goes: train (fit, calibrate, evaluate, save), the report, the profile
     facts = {"train_s": time.perf_counter() - start, "peak_rss_train_mb": peak.peak_mb,

@@ -10,6 +10,7 @@ The schema (README, "Benchmarks"; every key but ``name``, ``datasets`` and ``met
       - {name: patchcore, params: {coreset_ratio: 0.1}}
       - {name: padim, label: padim_diag, params: {covariance: diagonal}, backbones: [mobilenet_v2]}
       - {name: anomalydino, label: adino_1shot, params: {shots: 1}, seeds: [0, 1, 2]}
+      - {name: patchcore, label: pc_tiles, params: {image_size: 1024}, tile: {size: 256, overlap: 0.25}}
     backbones: [mobilenet_v2, efficientnet_lite0]   # default: each method's own default backbone
     seeds: [0]                      # the model's ``seed`` parameter
     profile: true                   # or {batch_size: 8, repeats: 20, warmup: 3}: `vadkit profile` per cell
@@ -18,6 +19,10 @@ The schema (README, "Benchmarks"; every key but ``name``, ``datasets`` and ``met
 Cells are the product datasets x methods x backbones x seeds, in that order (a method's own ``backbones`` and
 ``seeds`` replace the global lists for it: e.g. several seeds for a few-shot draw, one for a deterministic method). A cell's id names it in folders and tables: ``<dataset>-<label>-<backbone>-s<seed>``
 (``label`` defaults to the method name; two entries of one method need distinct labels).
+
+A method's ``tile: {size, overlap (default 0.25), ensemble (default false)}`` runs it on tiles of the whole
+image through the ``tiled`` wrapper (:mod:`vadkit.models.tiled`): its ``image_size``/``resize`` params are the
+whole image's, the rest (and the cell's backbone and seed) the method's.
 
 Relative dataset paths are relative to the folder of the config file, so a config next to the data it names
 works from any working directory. Method names and parameter names are checked when the config is read (a typo
@@ -41,7 +46,8 @@ __all__ = ["BenchConfig", "Cell", "ConfigError", "DatasetSpec", "MethodSpec", "P
 
 _TOP_KEYS = {"name", "datasets", "methods", "backbones", "seeds", "profile", "threads"}
 _DATASET_KEYS = {"name", "path", "layout", "options"}
-_METHOD_KEYS = {"name", "params", "backbones", "seeds", "label"}
+_METHOD_KEYS = {"name", "params", "backbones", "seeds", "label", "tile"}
+_TILE_KEYS = {"size", "overlap", "ensemble"}
 _PROFILE_KEYS = {"batch_size", "repeats", "warmup"}
 # `backbone` and `seed` come from the grid; a method's params setting them would make the grid lie
 _GRID_PARAMS = {"backbone", "seed"}
@@ -66,6 +72,8 @@ class MethodSpec:
     params: dict[str, Any] = field(default_factory=dict)
     backbones: tuple[str | None, ...] | None = None
     seeds: tuple[int, ...] | None = None
+    #: {"size", "overlap", "ensemble"}: run the method on tiles (None: on whole images)
+    tile: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,11 +103,21 @@ class Cell:
 
     @property
     def params(self) -> dict[str, Any]:
-        """The model's constructor parameters: the method's, with the cell's backbone and seed."""
+        """The model's constructor parameters: the method's, with the cell's backbone and seed (for a tiled
+        method, the ``tiled`` wrapper's, the method's own inside them)."""
         params = {**self.method.params, "seed": self.seed}
         if self.backbone is not None:
             params["backbone"] = self.backbone
+        if self.method.tile is not None:
+            from vadkit.models.tiled import tiled_params
+
+            return tiled_params(self.method.name, params, **self.method.tile)
         return params
+
+    @property
+    def model_name(self) -> str:
+        """The registered model the cell builds: the method, or ``tiled`` around it."""
+        return self.method.name if self.method.tile is None else "tiled"
 
     def as_dict(self) -> dict[str, Any]:
         """What defines the cell's results (written to its cell.json; a change means the cell must run again).
@@ -228,7 +246,26 @@ def _method(entry: Any, where: str) -> MethodSpec:
     backbones, seeds = entry.get("backbones"), entry.get("seeds")
     return MethodSpec(name=name, label=label, params=dict(params),
                       backbones=None if backbones is None else tuple(_backbones(backbones, f"{where}: backbones")),
-                      seeds=None if seeds is None else _seeds(seeds, f"{where}: `seeds:`"))
+                      seeds=None if seeds is None else _seeds(seeds, f"{where}: `seeds:`"),
+                      tile=_tile(entry.get("tile"), name, params, f"{where}: `tile:`"))
+
+
+def _tile(value: Any, method: str, params: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """A method entry's ``tile:``, checked by building the wrapper (a bad size or overlap fails now)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or "size" not in value:
+        raise ConfigError(f"{where} must be a mapping like {{size: 256, overlap: 0.25, ensemble: false}}")
+    no_unknown_keys(value, _TILE_KEYS, where)
+    tile = {"tile": value["size"], "overlap": value.get("overlap", 0.25), "ensemble": value.get("ensemble", False)}
+    from vadkit.models.registry import create_model
+    from vadkit.models.tiled import tiled_params
+
+    try:
+        create_model("tiled", **tiled_params(method, params, **tile))
+    except VadkitError as error:
+        raise ConfigError(f"{where} {error}") from None
+    return tile
 
 
 def _seeds(value: Any, where: str) -> tuple[int, ...]:

@@ -128,9 +128,11 @@ class AugmentedDataset(Dataset):
         else:
             mask_image = Image.fromarray((load_mask(sample.mask_path) * 255).astype(np.uint8), mode="L")
             mask = transform.mask_array(np.asarray(self.apply(mask_image, box)))
+        shown = self.apply(image, box)
         return {
-            "image": transform.image(self.apply(image, box)),
+            "image": transform.image(shown),
             "mask": torch.from_numpy(mask.astype(np.uint8)),
+            "original_size": torch.tensor([shown.height, shown.width]),
             "label": int(sample.label),
             "index": index,
             "path": str(sample.image_path),

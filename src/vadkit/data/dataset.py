@@ -73,8 +73,10 @@ class ImageDataset(Dataset):
     """Images (and masks) of a list of samples, as tensors ready for a model.
 
     Each item is a dict that the default torch collate batches:
-    ``image`` float ``(3, H, W)`` normalised, ``mask`` uint8 ``(H, W)`` of 0/1 (zeros when the sample has no
-    mask), ``label`` int (0 normal, 1 anomalous), ``index`` int, ``path`` str, ``defect_type`` str.
+    ``image`` float ``(3, H, W)`` normalised, ``mask`` uint8 ``(H, W)`` of 0/1 on the evaluation grid (zeros
+    when the sample has no mask; see :meth:`Transform.evaluation_view`), ``original_size`` int64 ``(2,)`` (the
+    file's height and width), ``label`` int (0 normal, 1 anomalous), ``index`` int, ``path`` str,
+    ``defect_type`` str.
     ``transform=None`` uses ``Transform()`` (256x256, ImageNet normalisation).
     """
 
@@ -121,9 +123,11 @@ class ImageDataset(Dataset):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} images")
         index = int(index) % len(self)
         sample = self._samples[index]
+        image = load_image(sample.image_path)
         return {
-            "image": self._transform.image(load_image(sample.image_path)),
+            "image": self._transform.image(image),
             "mask": torch.from_numpy(self._mask_array(sample).astype(np.uint8)),
+            "original_size": torch.tensor([image.height, image.width]),
             "label": int(sample.label),
             "index": index,
             "path": str(sample.image_path),
@@ -131,12 +135,12 @@ class ImageDataset(Dataset):
         }
 
     def _mask_array(self, sample: Sample) -> np.ndarray:
-        # Masks are resized straight to the transform's size: the transform stretches the image to a fixed
-        # (H, W) too, so the mask lands on the same pixels whatever its stored size. Built in numpy: small
-        # torch ops per item (zeros, casts) cost ~10 ms each on a busy machine through intra-op threading.
+        # Masks are resized straight onto the evaluation grid, so the mask lands on the same pixels as the
+        # maps whatever its stored size. Built in numpy: small torch ops per item (zeros, casts) cost ~10 ms
+        # each on a busy machine through intra-op threading.
         if sample.mask_path is None:
             return np.zeros(self._transform.output_size, dtype=bool)
-        return self._transform.mask_array(load_mask(sample.mask_path))
+        return self._transform.evaluation_view().mask_array(load_mask(sample.mask_path))
 
     # -- views used by models and metrics -------------------------------------------------------------
     @property

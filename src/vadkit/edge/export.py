@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vadkit.edge.bundle import ONNX_NAME, read_bundle, write_spec
-from vadkit.errors import VadkitError
+from vadkit.errors import ParameterError, VadkitError
 
 OPSET = 18
 INPUT_NAME, OUTPUT_NAMES = "images", ("scores", "maps")
@@ -42,6 +42,9 @@ def export_model(model, out: str | Path, *, opset: int = OPSET, source: str | Pa
     from vadkit.edge.bundle import file_sha256
 
     model._check_fitted("export")
+    blocker = model.export_blocker()
+    if blocker:
+        raise ParameterError(f"this {model.name} model cannot be exported to ONNX: {blocker}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     graph = model.inference_module().eval()

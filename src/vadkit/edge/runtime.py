@@ -60,6 +60,10 @@ class Runtime:
 
     def preprocess(self, image: ImageLike) -> np.ndarray:
         """One image (a path, a PIL image or an (H, W[, C]) uint8 array) -> the (3, H, W) float32 input."""
+        return self.transform.array(self._as_image(image))
+
+    @staticmethod
+    def _as_image(image: ImageLike) -> Image.Image:
         if isinstance(image, (str, Path)):
             image = load_image(image)
         elif isinstance(image, np.ndarray):
@@ -70,7 +74,7 @@ class Runtime:
         elif not isinstance(image, Image.Image):
             raise ParameterError(f"cannot read {type(image).__name__} as an image: give a path, a PIL image or "
                                  "a uint8 array")
-        return self.transform.array(to_rgb(image))
+        return to_rgb(image)
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed images (B, 3, H, W) float32 -> scores (B,) and maps (B, H, W), as the graph gives them."""
@@ -89,9 +93,10 @@ class Runtime:
             raise ParameterError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if self.transductive:
             batch_size = float("inf")
-        pending: list[tuple[Any, np.ndarray]] = []
+        pending: list[tuple[Any, np.ndarray, tuple[int, int]]] = []
         for image in images:
-            pending.append((image, self.preprocess(image)))
+            picture = self._as_image(image)
+            pending.append((image, self.transform.array(picture), (picture.height, picture.width)))
             if len(pending) == batch_size:
                 yield self._results(pending)
                 pending = []
@@ -100,15 +105,17 @@ class Runtime:
 
     def predict(self, images: ImageLike | Iterable[ImageLike], batch_size: int = 8) -> list[dict[str, Any]]:
         """One dict per image: ``score`` (float), ``label`` (1 when ``score >= threshold``, else 0; None for a
-        model never calibrated), ``map`` ((H, W) float32 at the model's input size) and, for a path, ``path``."""
+        model never calibrated), ``map`` ((H, W) float32 at the model's output size, on the evaluation grid as
+        vadkit's predict gives it: a padded ``fit`` resize's padding cut away) and, for a path, ``path``."""
         if isinstance(images, (str, Path, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
             images = [images]  # one image; a list, or an (N, H, W, C) array, is many
         return [result for batch in self.predict_batches(images, batch_size) for result in batch]
 
-    def _results(self, pending: list[tuple[Any, np.ndarray]]) -> list[dict[str, Any]]:
-        scores, maps = self.run(np.stack([array for _, array in pending]))
+    def _results(self, pending: list[tuple[Any, np.ndarray, tuple[int, int]]]) -> list[dict[str, Any]]:
+        scores, maps = self.run(np.stack([array for _, array, _ in pending]))
         results = []
-        for (image, _), score, anomaly_map in zip(pending, scores, maps):
+        for (image, _, original_size), score, anomaly_map in zip(pending, scores, maps):
+            anomaly_map = self.transform.to_evaluation_grid(anomaly_map, original_size)
             # compared in float64, as vadkit's predict does
             label = None if self.threshold is None else int(np.float64(score) >= np.float64(self.threshold))
             result = {"score": float(score), "label": label, "map": anomaly_map}

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vadkit.data.transforms import Size
 from vadkit.errors import ParameterError
 from vadkit.models.backbone_model import BackboneModel
 from vadkit.models.stfpm import STFPMGraph, pyramid_loss
@@ -160,7 +161,7 @@ class AdapTS(TrainedModel, BackboneModel):
     learned: ClassVar[tuple[str, ...]] = ("adapters_", "head_", "prototype_")
 
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
-                 weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
+                 weights: str | None = None, image_size: Size = 256, crop_size: int | None = None, resize: str = "stretch",
                  adapter_width: float = 1.0, segmentation: bool = True, lr: float = 0.1, min_lr: float = 0.001,
                  epochs: int | None = None, max_steps: int | None = 100, max_time: float | None = None,
                  batch_size: int = 32, seed: int = 0, validate_every: int | None = None,
@@ -168,7 +169,7 @@ class AdapTS(TrainedModel, BackboneModel):
         super().__init__(epochs=epochs, max_steps=max_steps, max_time=max_time, batch_size=batch_size, seed=seed,
                          validate_every=validate_every, patience=patience, num_workers=num_workers,
                          backbone=backbone, layers=layers, weights=weights, image_size=image_size,
-                         crop_size=crop_size)
+                         crop_size=crop_size, resize=resize)
         check_number("adapter_width", adapter_width)
         check_number("lr", lr)
         check_number("min_lr", min_lr, positive=False)

@@ -45,6 +45,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from vadkit.data.transforms import Size
 from vadkit.data.shots import check_shots, draw_shots, take
 from vadkit.errors import ParameterError
 from vadkit.models.backbone_model import BackboneModel, check_sigma
@@ -84,11 +85,11 @@ class AnomalyDINO(BackboneModel):
     learned: ClassVar[tuple[str, ...]] = ("memory_bank_", "reference_images_", "rotated_")
 
     def __init__(self, *, backbone: str = "dinov2_vits14_imgfocus", layers: Sequence[str] | None = None,
-                 weights: str | None = None, image_size: int = 224, crop_size: int | None = None,
+                 weights: str | None = None, image_size: Size = 224, crop_size: int | None = None, resize: str = "stretch",
                  shots: int | None = None, rotations: bool | str = "auto", foreground_mask: bool = False,
                  mask_threshold: float = 10.0, top_percent: float = 1.0, sigma: float = 4.0, seed: int = 0) -> None:
         super().__init__(backbone=backbone, layers=layers, weights=weights, image_size=image_size,
-                         crop_size=crop_size)
+                         crop_size=crop_size, resize=resize)
         check_shots(shots)
         if rotations not in ("auto", True, False):
             raise ParameterError(f"rotations must be 'auto', True or False, got {rotations!r}")

@@ -1,7 +1,7 @@
 """Shared plumbing of methods built on a frozen pretrained backbone (PatchCore, PaDiM, ...).
 
 Holds the backbone parameters every such method takes (``backbone``, ``layers``, ``weights``,
-``image_size``, ``crop_size``), builds the :class:`~vadkit.backbones.FeatureExtractor` on first use (so a
+``image_size``, ``crop_size``, ``resize``: an input of any shape, see :class:`~vadkit.data.Transform`), builds the :class:`~vadkit.backbones.FeatureExtractor` on first use (so a
 model can be created, inspected and validated without loading weights), and derives the input
 :class:`~vadkit.data.Transform` from the backbone's normalisation.
 
@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 
 from vadkit.data import Transform
+from vadkit.data.transforms import RESIZE_MODES, Size, parse_size
 from vadkit.errors import ModelFileError, ParameterError
 from vadkit.models.base import AnomalyModel
 
@@ -31,19 +32,36 @@ def check_sigma(sigma) -> None:
         raise ParameterError(f"sigma must be a number >= 0 (pixels; 0 = no smoothing), got {sigma!r}")
 
 
+def check_input_geometry(image_size, crop_size, resize) -> None:
+    """``image_size`` / ``crop_size`` (a side, ``(H, W)`` or ``"HxW"``) and ``resize``, or a ParameterError."""
+    for name, value in (("image_size", image_size), ("crop_size", crop_size)):
+        if value is not None:
+            try:
+                parse_size(value, name)
+            except ValueError as error:
+                raise ParameterError(str(error)) from None
+    if resize not in RESIZE_MODES:
+        raise ParameterError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    try:
+        Transform(image_size=image_size, crop_size=crop_size, resize=resize)
+    except ValueError as error:
+        raise ParameterError(str(error)) from None
+
+
 class BackboneModel(AnomalyModel):
     """An :class:`AnomalyModel` whose features come from a frozen pretrained network."""
 
     learned: ClassVar[tuple[str, ...]] = ("layers_", "backbone_weights_")
 
     def __init__(self, *, backbone: str, layers: Sequence[str] | None, weights: str | None,
-                 image_size: int, crop_size: int | None) -> None:
+                 image_size: Size, crop_size: Size | None, resize: str = "stretch") -> None:
         super().__init__()
         self.backbone = backbone
         self.layers = [layers] if isinstance(layers, str) else (list(layers) if layers is not None else None)
         self.weights = weights
         self.image_size = image_size
         self.crop_size = crop_size
+        self.resize = resize
         #: the layers the fitted model taps (see the module docstring)
         self.layers_: list[str] | None = None
         #: {"source": where the weights came from, "sha256": digest of their tensors}, recorded at fit
@@ -63,17 +81,15 @@ class BackboneModel(AnomalyModel):
         if unknown:
             valid = ", ".join(f"{name} (stride {stride})" for name, stride in spec.layers.items())
             raise ParameterError(f"unknown layer(s) {unknown} for backbone {self.backbone!r}; valid: {valid}")
-        for name in ("image_size", "crop_size"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int) and value > 0):
-                raise ParameterError(f"{name} must be a positive integer (pixels), got {value!r}")
+        check_input_geometry(self.image_size, self.crop_size, self.resize)
         patch = spec.patch_size
-        side = self.crop_size if self.crop_size is not None else self.image_size
-        if patch is not None and side % patch:  # a ViT cuts its input into whole patches
-            name = "crop_size" if self.crop_size is not None else "image_size"
-            lower, upper = max(patch, side - side % patch), side - side % patch + patch
-            raise ParameterError(f"{name}={side} is not a multiple of {self.backbone}'s patch size {patch}: the "
-                                 f"border pixels would never be seen; use {lower} or {upper}")
+        name = "crop_size" if self.crop_size is not None else "image_size"
+        for side in parse_size(getattr(self, name), name):
+            if patch is not None and side % patch:  # a ViT cuts its input into whole patches
+                lower, upper = max(patch, side - side % patch), side - side % patch + patch
+                raise ParameterError(f"{name}={getattr(self, name)!r}: {side} is not a multiple of {self.backbone}'s "
+                                     f"patch size {patch}: the border pixels would never be seen; use {lower} or "
+                                     f"{upper}")
 
     @property
     def extractor(self):
@@ -139,7 +155,8 @@ class BackboneModel(AnomalyModel):
         from vadkit.backbones import get_spec
 
         spec = get_spec(self.backbone)
-        return Transform(image_size=self.image_size, crop_size=self.crop_size, mean=spec.mean, std=spec.std)
+        return Transform(image_size=self.image_size, crop_size=self.crop_size, mean=spec.mean, std=spec.std,
+                         resize=self.resize)
 
     def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run the backbone on a normalised batch (no autograd)."""

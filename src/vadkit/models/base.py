@@ -75,7 +75,8 @@ class Prediction:
     """Scores and maps for N images.
 
     ``scores`` (N,) float32: image anomaly scores, higher = more anomalous. ``maps`` (N, H, W) float32:
-    pixel anomaly scores at the model's input resolution. ``labels`` (N,) int 0/1 from the calibrated
+    pixel anomaly scores at the model's output size, on the evaluation grid (the model's view; for a padded
+    ``fit`` resize, each image's content resampled over the whole grid, see :class:`~vadkit.data.Transform`). ``labels`` (N,) int 0/1 from the calibrated
     threshold (``score >= threshold``), or ``None`` when the model is not calibrated.
     """
 
@@ -171,16 +172,23 @@ class AnomalyModel(ABC):
         return -(-n_images // (batch_size or self.default_batch_size))
 
     def _batches(self, data: Images, batch_size: int | None) -> Iterator[torch.Tensor]:
+        for images, _ in self._sized_batches(data, batch_size):
+            yield images
+
+    def _sized_batches(self, data: Images, batch_size: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Batches of normalised images with the original ``(H, W)`` of each (None for a tensor: the tensor is
+        the model's view and there is no original)."""
         if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
             raise ParameterError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if isinstance(data, torch.Tensor):
             if data.ndim != 4 or data.shape[1] != 3:
                 raise ValueError(f"expected an image batch (N, 3, H, W), got shape {tuple(data.shape)}")
-            yield from data.split(batch_size or self.default_batch_size)
+            for images in data.split(batch_size or self.default_batch_size):
+                yield images, None
             return
         loader = torch.utils.data.DataLoader(self.as_dataset(data), batch_size=batch_size or self.default_batch_size)
         for batch in prefetched(loader):  # the next batch is decoded while this one is computed
-            yield batch["image"]
+            yield batch["image"], batch.get("original_size")
 
     def _check_input_size(self, images: torch.Tensor) -> None:
         """Refuse images of another size than the fitted ones: features would not match what was learned
@@ -260,13 +268,17 @@ class AnomalyModel(ABC):
     def predict_batches(self, data: Images, *, batch_size: int | None = None) -> Iterator[Prediction]:
         """Stream predictions batch by batch (constant memory for any number of images)."""
         self._check_fitted("predict")
-        for images in self._batches(data, batch_size):
+        transform = self.transform
+        for images, original_sizes in self._sized_batches(data, batch_size):
             self._check_input_size(images)
             scores, maps = self._predict_batch(images.to(self.device))
             scores = scores.float().cpu().numpy()
+            maps = maps.float().cpu().numpy()
+            if transform.pads and original_sizes is not None:  # padding never scores: see Transform
+                maps = np.stack([transform.to_evaluation_grid(m, size.tolist()) for m, size in zip(maps, original_sizes)])
             # Compared in float64, as the metrics do: numpy would round the threshold to the scores' float32.
             labels = None if self.threshold is None else (scores >= np.float64(self.threshold)).astype(np.int64)
-            yield Prediction(scores, maps.float().cpu().numpy(), labels)
+            yield Prediction(scores, maps, labels)
 
     def predict(self, data: Images, *, batch_size: int | None = None, progress: bool | None = None) -> Prediction:
         """Scores (N,) and maps (N, H, W) for a batch tensor, an ImageDataset, samples or image paths."""
@@ -370,7 +382,11 @@ class AnomalyModel(ABC):
         ``(scores (B,), maps (B, H, W))``, the same numbers :meth:`predict` gives (what export, serving and
         profiling run). Built from the fitted state; it shares its tensors with the model."""
 
-    # -- optional hooks (profiling reads them) ---------------------------------------------------
+    # -- optional hooks (export and profiling read them) -----------------------------------------
+    def export_blocker(self) -> str | None:
+        """Why this fitted model's graph cannot be exported to ONNX, or None (the usual case)."""
+        return None
+
     def analytic_macs(self, n_images: int = 1) -> dict[str, int]:
         """Multiply-accumulates done outside torch (e.g. a faiss search), which torch's counter cannot see."""
         return {}

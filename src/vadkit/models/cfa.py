@@ -78,6 +78,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vadkit.data.transforms import Size
 from vadkit.errors import ParameterError, VadkitError
 from vadkit.models.backbone_model import BackboneModel, check_sigma
 from vadkit.models.trained import TrainedModel, check_number
@@ -189,7 +190,7 @@ class CFA(TrainedModel, BackboneModel):
     learned: ClassVar[tuple[str, ...]] = ("descriptor_", "centres_")
 
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
-                 weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
+                 weights: str | None = None, image_size: Size = 256, crop_size: int | None = None, resize: str = "stretch",
                  gamma_c: int = 1, gamma_d: int = 1, num_nearest: int = 3, num_hard_negatives: int = 3,
                  radius: float = 1e-5, alpha: float = 0.1, lr: float = 1e-3, weight_decay: float = 5e-4,
                  sigma: float = 4.0, epochs: int | None = None, max_steps: int | None = 200,
@@ -198,7 +199,7 @@ class CFA(TrainedModel, BackboneModel):
         super().__init__(epochs=epochs, max_steps=max_steps, max_time=max_time, batch_size=batch_size, seed=seed,
                          validate_every=validate_every, patience=patience, num_workers=num_workers,
                          backbone=backbone, layers=layers, weights=weights, image_size=image_size,
-                         crop_size=crop_size)
+                         crop_size=crop_size, resize=resize)
         for name, value, low in (("gamma_c", gamma_c, 1), ("gamma_d", gamma_d, 1), ("num_nearest", num_nearest, 1),
                                  ("num_hard_negatives", num_hard_negatives, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vadkit.data.transforms import Size
 from vadkit.errors import ParameterError
 from vadkit.models.backbone_model import BackboneModel, check_sigma
 from vadkit.models.stable_adamw import StableAdamW, warm_cosine
@@ -185,7 +186,7 @@ class Dinomaly(TrainedModel, BackboneModel):
     caches_frozen_features: ClassVar[bool] = True
 
     def __init__(self, *, backbone: str = "dinov2_vits14_imgfocus", layers: Sequence[str] | None = None,
-                 weights: str | None = None, image_size: int = 224, crop_size: int | None = None,
+                 weights: str | None = None, image_size: Size = 224, crop_size: int | None = None, resize: str = "stretch",
                  groups: int = 2, decoder_depth: int = 8, dropout: float = 0.2, lr: float = 2e-3,
                  final_lr: float = 2e-4, weight_decay: float = 1e-4, warmup_steps: int | None = None,
                  hard_mining: float = 0.9, hard_mining_factor: float = 0.1, hard_mining_warmup: int | None = None,
@@ -196,7 +197,7 @@ class Dinomaly(TrainedModel, BackboneModel):
         super().__init__(epochs=epochs, max_steps=max_steps, max_time=max_time, batch_size=batch_size, seed=seed,
                          validate_every=validate_every, patience=patience, num_workers=num_workers,
                          backbone=backbone, layers=layers, weights=weights, image_size=image_size,
-                         crop_size=crop_size)
+                         crop_size=crop_size, resize=resize)
         from vadkit.backbones import get_spec
 
         if not get_spec(backbone).vit:

@@ -69,6 +69,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vadkit.data.transforms import Size, parse_size
+from vadkit.models.backbone_model import check_input_geometry
 from vadkit.data import Transform
 from vadkit.errors import ParameterError
 from vadkit.models.trained import TrainedModel, check_number
@@ -209,7 +211,10 @@ class DRAEM(TrainedModel):
     """DRAEM (Zavrtanik et al., ICCV 2021). See the module docstring for the method and its deviations.
 
     Args:
-        image_size: side of the (square) input, or ``(height, width)``; multiples of 32 (the U-Net's stride).
+        image_size: side of the (square) input, or ``(height, width)`` / ``"HxW"``; multiples of 32 (the
+            U-Net's stride).
+        resize: how an image meets that size (``stretch``, ``fit``, ``fit_pad``, ``short_side``; see
+            :class:`~vadkit.data.Transform`).
         base_width: width of the reconstructive sub-network (the paper's 128; default 16).
         disc_base_width: width of the discriminative sub-network (the paper's 64; default 8).
         texture_dir: folder of anomaly source images (the paper's DTD), or None for Perlin-noise textures.
@@ -225,15 +230,14 @@ class DRAEM(TrainedModel):
     name = "draem"
     learned: ClassVar[tuple[str, ...]] = ("reconstructive_", "discriminative_")
 
-    def __init__(self, *, image_size: int | tuple[int, int] = 256, base_width: int = 16, disc_base_width: int = 8,
+    def __init__(self, *, image_size: Size = 256, resize: str = "stretch", base_width: int = 16, disc_base_width: int = 8,
                  texture_dir: str | None = None, lr: float = 1e-4, epochs: int | None = None,
                  max_steps: int | None = 100, max_time: float | None = None, batch_size: int = 8, seed: int = 0,
                  validate_every: int | None = None, patience: int | None = None, num_workers: int = 0) -> None:
         super().__init__(epochs=epochs, max_steps=max_steps, max_time=max_time, batch_size=batch_size, seed=seed,
                          validate_every=validate_every, patience=patience, num_workers=num_workers)
-        sides = [image_size] if not isinstance(image_size, (tuple, list)) else list(image_size)
-        if len(sides) not in (1, 2) or any(isinstance(s, bool) or not isinstance(s, int) or s < 32 or s % 32
-                                           for s in sides):
+        check_input_geometry(image_size, None, resize)
+        if any(side % 32 for side in parse_size(image_size)):
             raise ParameterError(f"image_size must be a multiple of 32 (DRAEM's U-Net halves it five times), "
                                  f"or a (height, width) pair of them, got {image_size!r}")
         for name, value in (("base_width", base_width), ("disc_base_width", disc_base_width)):
@@ -243,6 +247,7 @@ class DRAEM(TrainedModel):
         if texture_dir is not None and not isinstance(texture_dir, (str, Path)):
             raise ParameterError(f"texture_dir must be a folder path or None, got {texture_dir!r}")
         self.image_size = list(image_size) if isinstance(image_size, tuple) else image_size
+        self.resize = resize
         self.base_width, self.disc_base_width = base_width, disc_base_width
         self.texture_dir = str(texture_dir) if texture_dir is not None else None
         self.lr = lr
@@ -254,7 +259,7 @@ class DRAEM(TrainedModel):
     def transform(self) -> Transform:
         """Resize to ``image_size``; pixels in [0, 1], not normalised (what the authors feed)."""
         size = tuple(self.image_size) if isinstance(self.image_size, list) else self.image_size
-        return Transform(image_size=size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        return Transform(image_size=size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize=self.resize)
 
     def anomaly_generator(self):
         """The simulated-anomaly generator (built once; checks ``texture_dir`` when training starts, so a

@@ -63,6 +63,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vadkit.data.transforms import Size, parse_size
+from vadkit.models.backbone_model import check_input_geometry
 from vadkit.data import Transform
 from vadkit.errors import ParameterError, WeightsNotFoundError
 from vadkit.models.pdn import (DISTILL_COMMAND, IMAGENET_MEAN, IMAGENET_STD, TEACHER_CHANNELS, SmallPDN,
@@ -119,12 +121,13 @@ def quantile_normalise(maps: torch.Tensor, q_a: torch.Tensor | float, q_b: torch
 class Encoder(nn.Module):
     """EncConv-1..6 (Table 7); the last kernel covers the remaining map (8 x 8 at 256 x 256 input)."""
 
-    def __init__(self, image_size: int) -> None:
+    def __init__(self, image_size: tuple[int, int]) -> None:
         super().__init__()
         widths = (32, 32, 64, 64, 64)
         self.convs = nn.ModuleList(nn.Conv2d(i, o, kernel_size=4, stride=2, padding=1)
                                    for i, o in zip((3, *widths[:-1]), widths))
-        self.code = nn.Conv2d(64, 64, kernel_size=max(1, image_size // 32))
+        # per axis, so a rectangular input keeps a 1 x 1 code (the paper's square 256 gives 8 x 8)
+        self.code = nn.Conv2d(64, 64, kernel_size=tuple(max(1, side // 32) for side in image_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:
@@ -132,17 +135,19 @@ class Encoder(nn.Module):
         return self.code(x)
 
 
-def decoder_sizes(image_size: int) -> list[int]:
-    """The bilinear resizing targets of the decoder's six blocks (3, 8, 15, 32, 63, 127 at 256)."""
+def decoder_sizes(image_size: tuple[int, int]) -> list[tuple[int, int]]:
+    """The bilinear resizing targets ``(h, w)`` of the decoder's six blocks (3, 8, 15, 32, 63, 127 at 256),
+    per axis."""
     fractions = ((64, -1), (32, 0), (16, -1), (8, 0), (4, -1), (2, -1))
-    return [max(1, image_size // d + offset) for d, offset in fractions]
+    return [tuple(max(1, side // d + offset) for side in image_size) for d, offset in fractions]
 
 
 class Decoder(nn.Module):
     """DecConv-1..8 (Table 7): resize, 4 x 4 convolution (padding 2), ReLU, dropout 0.2, six times; resize to
     the student's output size; 3 x 3 ReLU; 3 x 3 to 384 channels."""
 
-    def __init__(self, image_size: int, output_size: int, channels: int = TEACHER_CHANNELS) -> None:
+    def __init__(self, image_size: tuple[int, int], output_size: tuple[int, int],
+                 channels: int = TEACHER_CHANNELS) -> None:
         super().__init__()
         self.sizes, self.output_size = decoder_sizes(image_size), output_size
         self.convs = nn.ModuleList(nn.Conv2d(64, 64, kernel_size=4, padding=2) for _ in self.sizes)
@@ -152,16 +157,16 @@ class Decoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for size, conv in zip(self.sizes, self.convs):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             x = self.dropout(F.relu(conv(x)))
-        x = F.interpolate(x, size=(self.output_size, self.output_size), mode="bilinear", align_corners=False)
+        x = F.interpolate(x, size=self.output_size, mode="bilinear", align_corners=False)
         return self.conv8(F.relu(self.conv7(x)))
 
 
 class AutoEncoder(nn.Module):
     """EfficientAD's autoencoder: ImageNet-normalised images -> 384 channels at the student's output size."""
 
-    def __init__(self, image_size: int, output_size: int) -> None:
+    def __init__(self, image_size: tuple[int, int], output_size: tuple[int, int]) -> None:
         super().__init__()
         self.encoder, self.decoder = Encoder(image_size), Decoder(image_size, output_size)
 
@@ -201,7 +206,9 @@ class EfficientAD(TrainedModel):
             kept in ``layers_``).
         penalty_images: the penalty's pretraining images, a folder or ``"elpv"``; None: the teacher's own
             distillation images (recorded in its file).
-        image_size: input side in pixels (the paper's 256).
+        image_size: input side in pixels (the paper's 256), or ``(H, W)`` / ``"HxW"``; each side >= 64.
+        resize: how an image meets that size (``stretch``, ``fit``, ``fit_pad``, ``short_side``; see
+            :class:`~vadkit.data.Transform`).
         padding: pad the PDN's convolutions (anomalib's option; default off, as the paper's training).
         lr, weight_decay: Adam, the paper's 1e-4 and 1e-5; the learning rate drops x0.1 after 95% of the steps
             when the step or epoch budget fixes their number.
@@ -217,14 +224,16 @@ class EfficientAD(TrainedModel):
                                           "quantiles_", "backbone_weights_", "layers_")
 
     def __init__(self, *, teacher: str | None = None, backbone: str = "mobilenet_v2",
-                 layers: list[str] | None = None, penalty_images: str | None = None, image_size: int = 256, padding: bool = False,
+                 layers: list[str] | None = None, penalty_images: str | None = None, image_size: Size = 256, resize: str = "stretch",
+                 padding: bool = False,
                  lr: float = 1e-4, weight_decay: float = 1e-5, epochs: int | None = None,
                  max_steps: int | None = 100, max_time: float | None = None, batch_size: int = 1, seed: int = 0,
                  validate_every: int | None = None, patience: int | None = None, num_workers: int = 0) -> None:
         super().__init__(epochs=epochs, max_steps=max_steps, max_time=max_time, batch_size=batch_size, seed=seed,
                          validate_every=validate_every, patience=patience, num_workers=num_workers)
-        if not (isinstance(image_size, int) and not isinstance(image_size, bool) and image_size >= 64):
-            raise ParameterError(f"image_size must be an integer >= 64 (pixels), got {image_size!r}")
+        check_input_geometry(image_size, None, resize)
+        if min(parse_size(image_size)) < 64:
+            raise ParameterError(f"image_size must be at least 64 pixels a side, got {image_size!r}")
         check_number("lr", lr)
         check_number("weight_decay", weight_decay, positive=False)
         if not isinstance(padding, bool):
@@ -247,6 +256,7 @@ class EfficientAD(TrainedModel):
                 raise ParameterError(f"unknown layer(s) {unknown} for backbone {backbone!r}; valid: {', '.join(valid)}")
         self.penalty_images = str(penalty_images) if penalty_images is not None else None
         self.image_size, self.padding, self.lr, self.weight_decay = image_size, padding, lr, weight_decay
+        self.resize = resize
         self.teacher_: SmallPDN | None = None
         self.student_: SmallPDN | None = None
         self.autoencoder_: AutoEncoder | None = None
@@ -263,7 +273,7 @@ class EfficientAD(TrainedModel):
 
     @property
     def transform(self) -> Transform:
-        return Transform(image_size=self.image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        return Transform(image_size=self.image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize=self.resize)
 
     def teacher_path(self) -> Path:
         return Path(self.teacher).expanduser() if self.teacher is not None else default_teacher_path(self.backbone)
@@ -292,13 +302,14 @@ class EfficientAD(TrainedModel):
         self.quantiles_ = None
 
     def build_networks(self) -> None:
-        output = pdn_output_size(self.image_size, self.padding)
+        size = parse_size(self.image_size)
+        output = tuple(pdn_output_size(side, self.padding) for side in size)
         self.teacher_ = SmallPDN(TEACHER_CHANNELS, self.padding)
         if self._teacher_state is not None:
             self.teacher_.load_state_dict(self._teacher_state)
         self.teacher_.requires_grad_(False)
         self.student_ = SmallPDN(2 * TEACHER_CHANNELS, self.padding)
-        self.autoencoder_ = AutoEncoder(self.image_size, output)
+        self.autoencoder_ = AutoEncoder(size, output)
         for network in (self.teacher_, self.student_, self.autoencoder_):
             network.to(memory_format=torch.channels_last)  # measured 2x faster on a 2-core CPU
 
@@ -332,7 +343,8 @@ class EfficientAD(TrainedModel):
             raise ParameterError(f"the penalty images {source!r} cannot be read ({error}); pass "
                                  "penalty_images=<folder of images, or elpv>") from None
         # the paper's pretraining-image transform: resize to 2x, grayscale (p = 0.3, in training_step), centre crop
-        crop = Transform(image_size=2 * self.image_size, crop_size=self.image_size, mean=(0.0, 0.0, 0.0),
+        size = parse_size(self.image_size)
+        crop = Transform(image_size=(2 * size[0], 2 * size[1]), crop_size=size, mean=(0.0, 0.0, 0.0),
                          std=(1.0, 1.0, 1.0))
         return ImageDataset([Sample(path) for path in paths], crop, skip_bad_images=True)
 

@@ -65,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vadkit.data.transforms import Size
 from vadkit.errors import ParameterError
 from vadkit.models.backbone_model import BackboneModel
 from vadkit.models.trained import TrainedModel, check_number
@@ -185,7 +186,7 @@ class FastFlow(TrainedModel, BackboneModel):
     learned: ClassVar[tuple[str, ...]] = ("flows_",)
 
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
-                 weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
+                 weights: str | None = None, image_size: Size = 256, crop_size: int | None = None, resize: str = "stretch",
                  flow_steps: int = 8, hidden_ratio: float = 1.0, conv3x3_only: bool | None = None,
                  clamp: float = 2.0, lr: float = 1e-3, weight_decay: float = 1e-5,
                  epochs: int | None = None, max_steps: int | None = 200, max_time: float | None = None,
@@ -194,7 +195,7 @@ class FastFlow(TrainedModel, BackboneModel):
         super().__init__(epochs=epochs, max_steps=max_steps, max_time=max_time, batch_size=batch_size, seed=seed,
                          validate_every=validate_every, patience=patience, num_workers=num_workers,
                          backbone=backbone, layers=layers, weights=weights, image_size=image_size,
-                         crop_size=crop_size)
+                         crop_size=crop_size, resize=resize)
         if isinstance(flow_steps, bool) or not isinstance(flow_steps, int) or flow_steps < 1:
             raise ParameterError(f"flow_steps must be an integer >= 1, got {flow_steps!r}")
         if conv3x3_only is not None and not isinstance(conv3x3_only, bool):

@@ -41,6 +41,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from vadkit.data.transforms import Size
 from vadkit.errors import ParameterError, VadkitError
 from vadkit.models.backbone_model import BackboneModel, check_sigma
 from vadkit.models.base import Prediction
@@ -145,11 +146,11 @@ class MuSc(BackboneModel):
     transductive: ClassVar[bool] = True
 
     def __init__(self, *, backbone: str = "dinov2_vits14_imgfocus", layers: Sequence[str] | None = None,
-                 weights: str | None = None, image_size: int = 224, crop_size: int | None = None,
+                 weights: str | None = None, image_size: Size = 224, crop_size: int | None = None, resize: str = "stretch",
                  degrees: Sequence[int] = (1, 3, 5), interval: float = 0.3, windows: Sequence[int] = (1, 2, 3),
                  subsets: int = 1, sigma: float = 0.0, seed: int = 0) -> None:
         super().__init__(backbone=backbone, layers=layers, weights=weights, image_size=image_size,
-                         crop_size=crop_size)
+                         crop_size=crop_size, resize=resize)
         from vadkit.backbones import get_spec
 
         if not get_spec(backbone).vit:

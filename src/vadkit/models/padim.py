@@ -29,6 +29,7 @@ from typing import ClassVar
 
 import torch
 
+from vadkit.data.transforms import Size
 from vadkit.errors import ParameterError, VadkitError
 from vadkit.models.backbone_model import BackboneModel, check_sigma
 from vadkit.ops.patch_features import pyramid_embedding
@@ -56,11 +57,11 @@ class PaDiM(BackboneModel):
     learned: ClassVar[tuple[str, ...]] = ("channel_index_", "mean_", "precision_", "grid_")
 
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
-                 weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
+                 weights: str | None = None, image_size: Size = 256, crop_size: int | None = None, resize: str = "stretch",
                  n_features: int = 100, covariance: str = "full", epsilon: float = 0.01, sigma: float = 4.0,
                  seed: int = 0) -> None:
         super().__init__(backbone=backbone, layers=layers, weights=weights, image_size=image_size,
-                         crop_size=crop_size)
+                         crop_size=crop_size, resize=resize)
         if covariance not in COVARIANCES:
             raise ParameterError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
         if not (isinstance(n_features, int) and n_features >= 1):

@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 import torch
 
+from vadkit.data.transforms import Size
 from vadkit.errors import ParameterError
 from vadkit.models.stfpm import STFPM, product_map, pyramid_loss
 
@@ -74,13 +75,13 @@ class PaSTe(STFPM):
     name = "paste"
 
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
-                 shared_layer: str | None = None, weights: str | None = None, image_size: int = 256,
-                 crop_size: int | None = None, lr: float = 0.4, momentum: float = 0.9, weight_decay: float = 1e-4,
+                 shared_layer: str | None = None, weights: str | None = None, image_size: Size = 256,
+                 crop_size: int | None = None, resize: str = "stretch", lr: float = 0.4, momentum: float = 0.9, weight_decay: float = 1e-4,
                  epochs: int | None = None, max_steps: int | None = 200, max_time: float | None = None,
                  batch_size: int = 32, seed: int = 0, validate_every: int | None = None,
                  patience: int | None = None, num_workers: int = 0) -> None:
         super().__init__(backbone=backbone, layers=layers, weights=weights, image_size=image_size,
-                         crop_size=crop_size, lr=lr, momentum=momentum, weight_decay=weight_decay, epochs=epochs,
+                         crop_size=crop_size, resize=resize, lr=lr, momentum=momentum, weight_decay=weight_decay, epochs=epochs,
                          max_steps=max_steps, max_time=max_time, batch_size=batch_size, seed=seed,
                          validate_every=validate_every, patience=patience, num_workers=num_workers)
         self.shared_layer = shared_layer

@@ -45,6 +45,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from vadkit.data.transforms import Size
 from vadkit.errors import ParameterError
 from vadkit.models.backbone_model import BackboneModel, check_sigma
 from vadkit.ops.coreset import START_RULES, random_projection
@@ -96,12 +97,12 @@ class PatchCore(BackboneModel):
     learned: ClassVar[tuple[str, ...]] = ("memory_bank_", "coreset_info_")
 
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
-                 weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
+                 weights: str | None = None, image_size: Size = 256, crop_size: int | None = None, resize: str = "stretch",
                  coreset_ratio: float = 0.1, projection_dim: int = 128, num_neighbours: int = 9,
                  patch_size: int = 3, sigma: float = 4.0, coreset_search: str = "auto", coreset_start: str = "mean",
                  seed: int = 0, max_patches_in_memory: int = 2**21, bank_dtype: str = "float32") -> None:
         super().__init__(backbone=backbone, layers=layers, weights=weights, image_size=image_size,
-                         crop_size=crop_size)
+                         crop_size=crop_size, resize=resize)
         if not (isinstance(coreset_ratio, (int, float)) and 0.0 < coreset_ratio <= 1.0):
             raise ParameterError(f"coreset_ratio must be in (0, 1], got {coreset_ratio!r}")
         if coreset_search not in ("auto", "exact", "ivf"):

@@ -64,6 +64,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from vadkit.data.transforms import Size
 from vadkit.errors import ParameterError, VadkitError
 from vadkit.models.patchcore import PatchCore, PatchCoreGraph
 from vadkit.ops.knn import query_chunks
@@ -233,14 +234,14 @@ class PatchCoreLite(PatchCore):
     learned: ClassVar[tuple[str, ...]] = ("bank_",)
 
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
-                 weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
+                 weights: str | None = None, image_size: Size = 256, crop_size: int | None = None, resize: str = "stretch",
                  coreset_ratio: float = 0.1, projection_dim: int = 128, num_neighbours: int = 9,
                  patch_size: int = 3, sigma: float = 4.0, coreset_search: str = "auto", coreset_start: str = "mean",
                  seed: int = 0, max_patches_in_memory: int = 2**21, bank_dtype: str = "float32",
                  pq_subquantizers: int | None = None, pq_bits: int = 4, rerank: str = "sq8",
                  rerank_k: int = 16) -> None:
         super().__init__(backbone=backbone, layers=layers, weights=weights, image_size=image_size,
-                         crop_size=crop_size, coreset_ratio=coreset_ratio, projection_dim=projection_dim,
+                         crop_size=crop_size, resize=resize, coreset_ratio=coreset_ratio, projection_dim=projection_dim,
                          num_neighbours=num_neighbours, patch_size=patch_size, sigma=sigma,
                          coreset_search=coreset_search, coreset_start=coreset_start, seed=seed,
                          max_patches_in_memory=max_patches_in_memory,

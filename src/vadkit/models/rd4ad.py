@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vadkit.data.transforms import Size
 from vadkit.errors import ParameterError
 from vadkit.models.backbone_model import BackboneModel
 from vadkit.models.trained import TrainedModel, check_number
@@ -188,7 +189,7 @@ class RD4AD(TrainedModel, BackboneModel):
     learned: ClassVar[tuple[str, ...]] = ("bottleneck_", "decoder_")
 
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
-                 weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
+                 weights: str | None = None, image_size: Size = 256, crop_size: int | None = None, resize: str = "stretch",
                  lr: float = 0.005, betas: Sequence[float] = (0.5, 0.999), sigma: float = 4.0,
                  epochs: int | None = None, max_steps: int | None = 200, max_time: float | None = None,
                  batch_size: int = 16, seed: int = 0, validate_every: int | None = None,
@@ -196,7 +197,7 @@ class RD4AD(TrainedModel, BackboneModel):
         super().__init__(epochs=epochs, max_steps=max_steps, max_time=max_time, batch_size=batch_size, seed=seed,
                          validate_every=validate_every, patience=patience, num_workers=num_workers,
                          backbone=backbone, layers=layers, weights=weights, image_size=image_size,
-                         crop_size=crop_size)
+                         crop_size=crop_size, resize=resize)
         from vadkit.models.backbone_model import check_sigma
 
         check_number("lr", lr)

@@ -29,6 +29,8 @@ _MODULES = {
     "dinomaly": "vadkit.models.dinomaly",
     "musc": "vadkit.models.musc",
     "tiny_dinomaly": "vadkit.models.tiny_dinomaly",
+    "tiled": "vadkit.models.tiled",
+    "sadsem": "vadkit.models.sadsem",
 }
 
 

@@ -43,6 +43,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from vadkit.data.transforms import Size
 from vadkit.models.backbone_model import BackboneModel
 from vadkit.models.trained import TrainedModel, check_number
 
@@ -87,7 +88,7 @@ class STFPM(TrainedModel, BackboneModel):
     learned: ClassVar[tuple[str, ...]] = ("student_",)
 
     def __init__(self, *, backbone: str = "mobilenet_v2", layers: Sequence[str] | None = None,
-                 weights: str | None = None, image_size: int = 256, crop_size: int | None = None,
+                 weights: str | None = None, image_size: Size = 256, crop_size: int | None = None, resize: str = "stretch",
                  lr: float = 0.4, momentum: float = 0.9, weight_decay: float = 1e-4,
                  epochs: int | None = None, max_steps: int | None = 200, max_time: float | None = None,
                  batch_size: int = 32, seed: int = 0, validate_every: int | None = None,
@@ -95,7 +96,7 @@ class STFPM(TrainedModel, BackboneModel):
         super().__init__(epochs=epochs, max_steps=max_steps, max_time=max_time, batch_size=batch_size, seed=seed,
                          validate_every=validate_every, patience=patience, num_workers=num_workers,
                          backbone=backbone, layers=layers, weights=weights, image_size=image_size,
-                         crop_size=crop_size)
+                         crop_size=crop_size, resize=resize)
         check_number("lr", lr)
         check_number("momentum", momentum, positive=False)
         check_number("weight_decay", weight_decay, positive=False)

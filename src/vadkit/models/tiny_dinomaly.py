@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from vadkit.data.transforms import Size
 from vadkit.models.dinomaly import Dinomaly
 
 
@@ -35,7 +36,7 @@ class TinyDinomaly(Dinomaly):
     name = "tiny_dinomaly"
 
     def __init__(self, *, backbone: str = "dinov2_vits14_imgfocus", layers: Sequence[str] | None = None,
-                 weights: str | None = None, image_size: int = 224, crop_size: int | None = None,
+                 weights: str | None = None, image_size: Size = 224, crop_size: int | None = None, resize: str = "stretch",
                  groups: int = 2, decoder_depth: int = 4, dropout: float = 0.2, lr: float = 2e-3,
                  final_lr: float = 2e-4, weight_decay: float = 1e-4, warmup_steps: int | None = None,
                  hard_mining: float = 0.9, hard_mining_factor: float = 0.1, hard_mining_warmup: int | None = None,
@@ -44,7 +45,7 @@ class TinyDinomaly(Dinomaly):
                  batch_size: int = 16, seed: int = 0, validate_every: int | None = None,
                  patience: int | None = None, num_workers: int = 0) -> None:
         super().__init__(backbone=backbone, layers=layers, weights=weights, image_size=image_size,
-                         crop_size=crop_size, groups=groups, decoder_depth=decoder_depth, dropout=dropout, lr=lr,
+                         crop_size=crop_size, resize=resize, groups=groups, decoder_depth=decoder_depth, dropout=dropout, lr=lr,
                          final_lr=final_lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
                          hard_mining=hard_mining, hard_mining_factor=hard_mining_factor,
                          hard_mining_warmup=hard_mining_warmup, grad_clip=grad_clip, top_percent=top_percent,

@@ -190,7 +190,7 @@ def _gallery(record: PredictionRecord, evaluation, size: int):
     for index in indices.tolist():
         path = record.paths[index]
         try:
-            picture = transform.display_array(load_image(path))
+            picture = transform.evaluation_view().display_array(load_image(path))  # the grid maps lie on
         except Exception:  # moved or deleted since the test run: the report still renders the rest
             missing.append(path)
             continue

@@ -167,6 +167,20 @@ def build_datasets(data: str | Path | None, layout: str, options: dict[str, Any]
     return RunData(dataset(split.train), dataset(split.val), dataset(split.test))
 
 
+def _advise_on_aspect(model, samples) -> None:
+    """Warn when the training images share an aspect ratio the model's square input squeezes (data/aspect.py)."""
+    from vadkit.backbones import get_spec
+    from vadkit.data.aspect import aspect_advice
+
+    try:
+        patch = get_spec(model.backbone).patch_size if model.backbone else None
+    except ValueError:
+        patch = None
+    advice = aspect_advice(model.transform, samples, multiple=patch or 32)
+    if advice:
+        warnings.warn(advice, stacklevel=3)
+
+
 def train(*, data: str | Path | None, layout: str, model_name: str, params: dict[str, Any], out: str | Path,
           layout_options: dict[str, Any] | None = None, batch_size: int | None = None, overlays: int = 8,
           skip_bad_images: bool = False, progress: bool | None = None, val_ratio: float | None = None,
@@ -194,6 +208,7 @@ def train(*, data: str | Path | None, layout: str, model_name: str, params: dict
     no_validation = calibrate_on_test or model.transductive
     sets = build_datasets(data, layout, layout_options or {}, model.transform, skip_bad_images,
                           val_ratio=0.0 if no_validation else val_ratio, val=None if model.transductive else val)
+    _advise_on_aspect(model, sets.train.samples)
     start = time.perf_counter()
     model.to(device)
     if isinstance(model, TrainedModel):
@@ -331,7 +346,9 @@ def predict(*, model_path: str | Path, inputs: Sequence[str | Path], out: str | 
             map_path.parent.mkdir(parents=True, exist_ok=True)
             np.save(map_path, anomaly_map.astype(np.float32))
         if overlays:
-            if image is None:
+            if image is None and dataset.transform.pads:  # the map lies on the whole image, not the padded view
+                image = dataset.transform.evaluation_view().display_array(load_image(file))
+            elif image is None:
                 image = dataset.transform.denormalise(dataset[index]["image"])
             finite = anomaly_map[np.isfinite(anomaly_map)]
             pixel_threshold = model.pixel_threshold if label == 1 else None

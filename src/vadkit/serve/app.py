@@ -251,6 +251,7 @@ def create_app(model_source: str | Path | Predictor, *, max_batch: int = 8, max_
         label = None if threshold is None else int(np.float64(score) >= np.float64(threshold))
         png, scale = None, None
         if heatmap:
+            anomaly_map = predictor.to_evaluation_grid(anomaly_map, (image.height, image.width))
             png, scale = await asyncio.to_thread(heatmap_png, anomaly_map, predictor.pixel_threshold)
         metrics.observe_latency(time.perf_counter() - started)
         return PredictionResponse(score=score, label=label, threshold=threshold, method=predictor.method,

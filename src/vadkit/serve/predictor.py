@@ -20,6 +20,8 @@ class Predictor:
 
     ``preprocess``: an RGB PIL image -> the (3, H, W) float32 input. ``run``: a (B, 3, H, W) float32 batch ->
     scores (B,) and maps (B, H, W). Both are called from worker threads, ``run`` from one thread only.
+    ``to_evaluation_grid``: a map and the image's original ``(H, W)`` -> the map with any ``fit`` padding cut
+    away (:meth:`vadkit.data.Transform.to_evaluation_grid`), what vadkit's predict returns.
     """
 
     name: str
@@ -29,6 +31,7 @@ class Predictor:
     pixel_threshold: float | None
     preprocess: Callable[[Image.Image], np.ndarray]
     run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+    to_evaluation_grid: Callable[[np.ndarray, tuple[int, int]], np.ndarray]
 
 
 def load_predictor(source: str | Path, *, threads: int | None = None) -> Predictor:
@@ -50,7 +53,8 @@ def _bundle_predictor(directory: Path, threads: int | None) -> Predictor:
     runtime = Runtime(directory, threads=threads)
     return Predictor(name=directory.name, method=runtime.method, input_size=tuple(runtime.transform.output_size),
                      threshold=runtime.threshold, pixel_threshold=runtime.pixel_threshold,
-                     preprocess=runtime.preprocess, run=runtime.run)
+                     preprocess=runtime.preprocess, run=runtime.run,
+                     to_evaluation_grid=runtime.transform.to_evaluation_grid)
 
 
 def _model_file_predictor(path: Path, threads: int | None) -> Predictor:
@@ -69,4 +73,5 @@ def _model_file_predictor(path: Path, threads: int | None) -> Predictor:
 
     return Predictor(name=path.name, method=model.name, input_size=tuple(model.transform.output_size),
                      threshold=model.threshold, pixel_threshold=model.pixel_threshold,
-                     preprocess=model.transform.array, run=run)
+                     preprocess=model.transform.array, run=run,
+                     to_evaluation_grid=model.transform.to_evaluation_grid)
