@@ -220,3 +220,17 @@ def test_train_runs_a_method_on_tiles_and_a_rectangular_fit_input(mvtec_folder, 
     assert len(model.models_) == len(model.positions) == 3 * 5   # stride 16 over 64 x 96 with 32-px tiles
     usage = CliRunner().invoke(main, ["train", "--data", str(mvtec_folder), "--tile-ensemble", "--out", str(out)])
     assert usage.exit_code != 0 and "--tile-ensemble needs --tile" in usage.output
+
+
+def test_train_runs_sadsem_and_names_its_annotation_folder_when_it_is_missing(mvtec_folder, tmp_path):
+    import vadkit
+
+    out = tmp_path / "sadsem"
+    result = CliRunner().invoke(main, ["train", "--data", str(mvtec_folder), "--model", "sadsem", "--param",
+                                       "image_size=64", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert vadkit.load(out / "model.vad").part_names_ == ["dark", "bright"]
+    missing = CliRunner().invoke(main, ["train", "--data", str(mvtec_folder), "--model", "sadsem", "--param",
+                                        "segmenter=maskrcnn", "--param", f"parts={tmp_path / 'none'}",
+                                        "--param", "image_size=64", "--out", str(tmp_path / "x")])
+    assert missing.exit_code != 0 and "does not exist" in missing.output and "parts.txt" in missing.output

@@ -293,7 +293,7 @@ class SADSeM(BackboneModel):
         if len(stored) < 2:
             return 0.0
         flat = stored.flatten(1)
-        distances = (flat[:, None, :] - flat[None, :, :]).abs().mean(dim=2)
+        distances = torch.cdist(flat, flat, p=1.0) / flat.shape[1]   # (N, N): no (N, N, h * w) temporary
         distances.fill_diagonal_(float("inf"))
         nearest, index = distances.min(dim=1)
         return float(((stored - stored[index]).abs() * nearest[:, None, None]).amax())

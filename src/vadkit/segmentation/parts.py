@@ -59,6 +59,9 @@ class PartAnnotations:
 def read_part_annotations(folder: str | Path) -> PartAnnotations:
     """Read an annotation folder (module docstring); a DataError names what is wrong and how to fix it."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"the part annotation folder {folder} does not exist: give parts=<folder with {INDEX_FILE}, "
+                        "the annotated images and their part masks> (see vadkit.segmentation.parts)")
     index = folder / INDEX_FILE
     if not index.is_file():
         raise DataError(f"{folder} has no {INDEX_FILE}: write one sub-class per line, '<name> global' or "
