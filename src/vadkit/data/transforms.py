@@ -76,8 +76,6 @@ def parse_size(size: Size, name: str = "image_size") -> tuple[int, int]:
     return hw
 
 
-_as_hw = parse_size
-
 
 def check_resize(resize: str) -> str:
     if resize not in RESIZE_MODES:
@@ -113,9 +111,9 @@ class Transform:
                 object.__setattr__(self, name, tuple(value))
             elif isinstance(value, str) and name in ("image_size", "crop_size"):  # "HxW": one spelling of a size
                 object.__setattr__(self, name, parse_size(value, name))
-        resize = _as_hw(self.image_size, "image_size")
+        resize = parse_size(self.image_size, "image_size")
         if self.crop_size is not None:
-            crop = _as_hw(self.crop_size, "crop_size")
+            crop = parse_size(self.crop_size, "crop_size")
             if crop[0] > resize[0] or crop[1] > resize[1]:
                 raise ValueError(f"crop_size {self.crop_size!r} is larger than image_size {self.image_size!r}")
         if len(self.mean) != 3 or len(self.std) != 3:
@@ -176,12 +174,12 @@ class Transform:
     @property
     def resize_size(self) -> tuple[int, int]:
         """``(H, W)`` after the resize, before the crop."""
-        return _as_hw(self.image_size, "image_size")
+        return parse_size(self.image_size, "image_size")
 
     @property
     def output_size(self) -> tuple[int, int]:
         """``(H, W)`` of every tensor this transform returns."""
-        return self.resize_size if self.crop_size is None else _as_hw(self.crop_size, "crop_size")
+        return self.resize_size if self.crop_size is None else parse_size(self.crop_size, "crop_size")
 
     def _crop(self, array: np.ndarray) -> np.ndarray:
         if self.crop_size is None:

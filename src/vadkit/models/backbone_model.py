@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 
 from vadkit.data import Transform
-from vadkit.data.transforms import RESIZE_MODES, Size, parse_size
+from vadkit.data.transforms import Size, parse_size
 from vadkit.errors import ModelFileError, ParameterError
 from vadkit.models.base import AnomalyModel
 
@@ -33,15 +33,8 @@ def check_sigma(sigma) -> None:
 
 
 def check_input_geometry(image_size, crop_size, resize) -> None:
-    """``image_size`` / ``crop_size`` (a side, ``(H, W)`` or ``"HxW"``) and ``resize``, or a ParameterError."""
-    for name, value in (("image_size", image_size), ("crop_size", crop_size)):
-        if value is not None:
-            try:
-                parse_size(value, name)
-            except ValueError as error:
-                raise ParameterError(str(error)) from None
-    if resize not in RESIZE_MODES:
-        raise ParameterError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    """``image_size`` / ``crop_size`` (a side, ``(H, W)`` or ``"HxW"``) and ``resize``, or a ParameterError: the
+    Transform's own checks (sizes, a crop inside the resize, a known mode), raised at construction."""
     try:
         Transform(image_size=image_size, crop_size=crop_size, resize=resize)
     except ValueError as error:
